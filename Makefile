@@ -1,0 +1,48 @@
+# reportgen: `make help` lists the targets.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+CONFIG ?= configs/quickstart.yaml
+ARGS   ?=
+export TF_CPP_MIN_LOG_LEVEL ?= 3
+export PIP_DISABLE_PIP_VERSION_CHECK = 1
+
+.DEFAULT_GOAL := help
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[keras,examples,dev]'
+	touch $@
+
+.PHONY: help
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+.PHONY: install
+install: $(VENV)/.installed ## create .venv and install reportgen with its extras
+
+.PHONY: report
+report: $(VENV)/.installed ## build the report for CONFIG (default configs/quickstart.yaml)
+	$(VENV)/bin/reportgen build $(CONFIG) --force $(ARGS)
+
+.PHONY: test
+test: $(VENV)/.installed ## run the test suite
+	$(PY) -m pytest -q $(ARGS)
+
+.PHONY: lint
+lint: $(VENV)/.installed ## ruff and mypy
+	$(VENV)/bin/ruff check reportgen tests bench
+	$(VENV)/bin/mypy reportgen
+
+.PHONY: bench
+bench: $(VENV)/.installed ## speed and memory benchmarks, printed as ratios
+	$(PY) bench/run.py
+
+.PHONY: screenshots
+screenshots: $(VENV)/.installed ## regenerate docs/ screenshots from the quickstart report
+	$(PY) tools/screenshots.py
+
+.PHONY: clean
+clean: ## remove build outputs (keeps .venv)
+	rm -rf reports build dist .pytest_cache .ruff_cache .mypy_cache

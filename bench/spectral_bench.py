@@ -1,0 +1,98 @@
+"""Time reportgen's spectral metrics against WeightWatcher on an untrained Keras VGG-16.
+
+Run:  python bench/spectral_bench.py
+Both sides see the same model object in the same process, so the ratio is fair on any machine.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from reportgen.spectral import spectral_metrics  # noqa: E402
+
+
+def _build_vgg16() -> Any:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    import keras
+
+    keras.utils.set_random_seed(0)
+    return keras.applications.VGG16(weights=None)
+
+
+def _reportgen_pass(model: Any) -> tuple[float, dict[str, Any]]:
+    """Return the wall time and per-layer metrics of reportgen over every kernel of the model."""
+    out: dict[str, Any] = {}
+    t0 = time.perf_counter()
+    for layer in model.layers:
+        weights = layer.get_weights()
+        if weights and weights[0].ndim >= 2:
+            out[layer.name] = spectral_metrics(weights[0], "keras", keep_evals=False)
+    return time.perf_counter() - t0, out
+
+
+def _weightwatcher_pass(model: Any) -> tuple[float | None, dict[str, float], str]:
+    """Return WeightWatcher's analyze() wall time and alpha per layer, or why it could not run."""
+    try:
+        import weightwatcher as ww
+    except Exception as exc:  # an absent or broken install is reported, not fatal
+        return None, {}, f"weightwatcher not importable ({type(exc).__name__}: {exc}); row skipped"
+    logging.getLogger("weightwatcher").setLevel(logging.ERROR)
+    t0 = time.perf_counter()
+    details = ww.WeightWatcher(model=model).analyze()
+    elapsed = time.perf_counter() - t0
+    alphas = {str(row["name"]): float(row["alpha"]) for _, row in details.iterrows()}
+    return elapsed, alphas, f"weightwatcher {getattr(ww, '__version__', '?')}"
+
+
+def run() -> dict[str, Any]:
+    """Time both tools on VGG-16 and compare alpha per layer; return the numbers."""
+    model = _build_vgg16()
+    ours_s, ours = _reportgen_pass(model)
+    ww_s, ww_alpha, ww_note = _weightwatcher_pass(model)
+    layers = []
+    for name, m in ours.items():
+        a = m.alpha if m is not None else float("nan")
+        w = ww_alpha.get(name)
+        rel = abs(a - w) / abs(w) if w not in (None, 0) else None
+        layers.append({"layer": name, "n_evals": m.n_evals if m else 0, "alpha": a, "ww_alpha": w, "rel_diff": rel})
+    rels = [row["rel_diff"] for row in layers if row["rel_diff"] is not None]
+    return {
+        "reportgen_s": ours_s,
+        "weightwatcher_s": ww_s,
+        "weightwatcher": ww_note,
+        "speedup": (ww_s / ours_s) if ww_s else None,
+        "layers": layers,
+        "within_5pct": sum(r <= 0.05 for r in rels),
+        "compared": len(rels),
+        "max_rel_diff": max(rels) if rels else None,
+    }
+
+
+def main() -> None:
+    """Print the timing and the per-layer alpha comparison."""
+    r = run()
+    print(f"reportgen spectral metrics: {r['reportgen_s']:.2f} s")
+    if r["weightwatcher_s"] is None:
+        print(f"WeightWatcher: {r['weightwatcher']}")
+    else:
+        print(f"WeightWatcher.analyze():    {r['weightwatcher_s']:.2f} s ({r['weightwatcher']})")
+        print(f"speed-up: {r['speedup']:.1f}x")
+    print(f"{'layer':<16}{'evals':>7}{'alpha':>9}{'ww alpha':>10}{'rel diff':>10}")
+    for row in r["layers"]:
+        ww_a = "-" if row["ww_alpha"] is None else f"{row['ww_alpha']:.3f}"
+        rel = "-" if row["rel_diff"] is None else f"{100 * row['rel_diff']:.1f}%"
+        print(f"{row['layer']:<16}{row['n_evals']:>7}{row['alpha']:>9.3f}{ww_a:>10}{rel:>10}")
+    if r["compared"]:
+        print(f"alpha within 5%: {r['within_5pct']} of {r['compared']} layers; max diff {100 * r['max_rel_diff']:.1f}%")
+
+
+if __name__ == "__main__":
+    main()

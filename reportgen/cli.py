@@ -1,0 +1,180 @@
+"""Command line: reportgen build | inspect | diff, one-line errors, documented exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+import webbrowser
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from reportgen import __version__
+from reportgen.errors import EXIT_CODES, ReportgenError, UsageError
+
+EPILOG = "exit codes:\n" + "\n".join(f"  {code:>3}  {text}" for code, text in EXIT_CODES.items())
+
+BUILD_EXAMPLE = """examples:
+  reportgen build configs/quickstart.yaml
+  reportgen build configs/vgg_vs_resnet.yaml --output reports/v1.3 --format html,json --force
+"""
+INSPECT_EXAMPLE = """examples:
+  reportgen inspect model.safetensors
+  reportgen inspect weights.weights.h5 --filter 'block5_*' --json
+"""
+DIFF_EXAMPLE = """examples:
+  reportgen diff reports/v1.2 reports/v1.3 --output reports/diff-v1.2-v1.3
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors become UsageError (exit code 2, one line)."""
+
+    def error(self, message: str) -> Any:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _formats(text: str) -> tuple[str, ...]:
+    items = tuple(x.strip() for x in text.split(",") if x.strip())
+    bad = [x for x in items if x not in ("html", "pdf", "json")]
+    if bad or not items:
+        raise argparse.ArgumentTypeError(f"formats are html, pdf, json (got {text!r})")
+    return items
+
+
+def make_parser() -> argparse.ArgumentParser:
+    """Build the argument parser with every subcommand."""
+    parser = _Parser(
+        prog="reportgen",
+        description="Reports on neural-network weights: statistics, initialisation checks, verdicts.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"reportgen {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    common.add_argument("-v", "--verbose", action="store_true", help="print details and tracebacks")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    b = sub.add_parser(
+        "build", parents=[common], help="build a report from a YAML config",
+        epilog=BUILD_EXAMPLE + "\n" + EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    b.add_argument("config", help="YAML config file")
+    b.add_argument("-o", "--output", help="output folder (default: the config's 'output')")
+    b.add_argument("-f", "--format", type=_formats, help="comma-separated: html,pdf,json (default: the config's)")
+    b.add_argument("--force", action="store_true", help="replace an existing output folder")
+    b.add_argument("-j", "--workers", type=int, default=0, help="parallel workers (default: one per core)")
+    b.add_argument("--open", action="store_true", help="open the HTML report in a browser when done")
+
+    i = sub.add_parser(
+        "inspect", parents=[common], help="quick look at a weights file, no config needed",
+        epilog=INSPECT_EXAMPLE + "\n" + EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    i.add_argument("path", help="weights file or folder (.keras, .h5, .weights.h5, .safetensors, ...)")
+    i.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    i.add_argument("--filter", metavar="GLOB", help="only layers whose name matches GLOB")
+
+    d = sub.add_parser(
+        "diff", parents=[common], help="compare two reports (folders or stats.json files)",
+        epilog=DIFF_EXAMPLE + "\n" + EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    d.add_argument("old", help="earlier report folder or stats.json")
+    d.add_argument("new", help="later report folder or stats.json")
+    d.add_argument("-o", "--output", help="folder for the comparison report (default: print a summary)")
+    d.add_argument("-f", "--format", type=_formats, help="comma-separated: html,pdf,json")
+    d.add_argument("--force", action="store_true", help="replace an existing output folder")
+    return parser
+
+
+def _progress_printer(quiet: bool) -> Any:
+    """Return a progress callback: a rich bar on a terminal, nothing otherwise."""
+    if quiet or not sys.stderr.isatty():
+        return None, None
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        transient=True,
+    )
+    task = bar.add_task("starting", total=None)
+
+    def update(message: str, done: int, total: int) -> None:
+        bar.update(task, description=message[:60], completed=done, total=total)
+
+    return bar, update
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    """Build a report."""
+    from reportgen.config import load_config
+    from reportgen.pipeline import BuildOptions, build
+
+    loaded = load_config(args.config)
+    opts = BuildOptions(output=args.output, formats=args.format, force=args.force, workers=args.workers)
+    bar, update = _progress_printer(args.quiet)
+    if bar is not None:
+        with bar:
+            result = build(loaded, opts, update)
+    else:
+        result = build(loaded, opts, None)
+    if not args.quiet:
+        for m in result.report.models:
+            summary = getattr(m.diagnosis, "summary", "")
+            print(f"{m.name}: {summary}")
+        print(f"wrote {result.out_dir}/ ({', '.join(result.files)})")
+        if args.verbose:
+            print("timings: " + ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items()))
+    if args.open and (result.out_dir / "report.html").exists():
+        webbrowser.open((result.out_dir / "report.html").resolve().as_uri())
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    """Print a weights file's layers and statistics."""
+    from reportgen.inspect import run_inspect
+
+    return run_inspect(Path(args.path), as_json=args.json, pattern=args.filter, quiet=args.quiet)
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    """Compare two reports."""
+    from reportgen.diff import run_diff
+
+    return run_diff(args.old, args.new, output=args.output, formats=args.format, force=args.force,
+                    quiet=args.quiet)
+
+
+COMMANDS = {"build": cmd_build, "inspect": cmd_inspect, "diff": cmd_diff}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI and return its exit code."""
+    verbose = "-v" in (argv or sys.argv[1:]) or "--verbose" in (argv or sys.argv[1:])
+    try:
+        parser = make_parser()
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return 2
+        return COMMANDS[args.command](args)
+    except ReportgenError as exc:
+        for line in exc.message.splitlines() or [type(exc).__name__]:
+            print(f"reportgen: error: {line}", file=sys.stderr)
+        if verbose:
+            traceback.print_exc()
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("reportgen: interrupted; no partial output was left", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug: one line, the traceback on request
+        print(f"reportgen: internal error: {type(exc).__name__}: {exc} (run with --verbose for details)",
+              file=sys.stderr)
+        if verbose:
+            traceback.print_exc()
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,314 @@
+"""Load and validate a report config: YAML in, a typed ReportConfig out, every error at once."""
+
+from __future__ import annotations
+
+import difflib
+import importlib.util
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from reportgen.errors import ConfigError
+
+MAX_CONFIG_BYTES = 1 << 20  # a config is a few KB; anything this large is not one
+
+# Keras applications known to this release; checked again against keras when the model is built.
+KERAS_APPLICATIONS = (
+    "ConvNeXtBase ConvNeXtLarge ConvNeXtSmall ConvNeXtTiny ConvNeXtXLarge DenseNet121 DenseNet169 "
+    "DenseNet201 EfficientNetB0 EfficientNetB1 EfficientNetB2 EfficientNetB3 EfficientNetB4 EfficientNetB5 "
+    "EfficientNetB6 EfficientNetB7 EfficientNetV2B0 EfficientNetV2B1 EfficientNetV2B2 EfficientNetV2B3 "
+    "EfficientNetV2L EfficientNetV2M EfficientNetV2S InceptionResNetV2 InceptionV3 MobileNet MobileNetV2 "
+    "MobileNetV3Large MobileNetV3Small NASNetLarge NASNetMobile ResNet101 ResNet101V2 ResNet152 ResNet152V2 "
+    "ResNet50 ResNet50V2 VGG16 VGG19 Xception"
+).split()
+
+INIT_NAMES = (
+    "glorot_uniform",
+    "glorot_normal",
+    "he_uniform",
+    "he_normal",
+    "lecun_uniform",
+    "lecun_normal",
+    "orthogonal",
+    "random_normal",
+    "random_uniform",
+    "truncated_normal",
+    "pytorch_default",
+)
+
+ROLE_RE = re.compile(r"^(first|last|all)\s+(\w+)$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LayerSelector(_Strict):
+    """One way of picking layers: by index, name, glob, type or role."""
+
+    index: int | None = None
+    name: str | None = None
+    glob: str | None = None
+    type: str | None = None
+    role: str | None = None
+    label: str | None = Field(default=None, description="words for titles, e.g. 'first convolutional'")
+    params: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> LayerSelector:
+        given = [k for k in ("index", "name", "glob", "type", "role") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of index, name, glob, type, role"
+                + (f" (got {', '.join(given)})" if given else "")
+            )
+        if self.role is not None and not ROLE_RE.match(self.role.strip()):
+            raise ValueError(f"role must read 'first TYPE', 'last TYPE' or 'all TYPE', got {self.role!r}")
+        return self
+
+    def describe(self) -> str:
+        """Return the selector as the user wrote it, e.g. 'index -6'."""
+        for key in ("index", "name", "glob", "type", "role"):
+            value = getattr(self, key)
+            if value is not None:
+                return f"{key} {value}"
+        return "?"
+
+
+class ModelConfig(_Strict):
+    """One model: a Keras application or a weights file, and the layers to look at."""
+
+    name: str
+    keras: str | None = None
+    weights: str | None = None
+    path: str | None = None
+    init: str | None = None
+    trained: bool | None = None
+    layers: list[LayerSelector] | None = None
+    params: list[str] = Field(default_factory=lambda: ["kernel", "bias"])
+
+    @field_validator("keras")
+    @classmethod
+    def _known_application(cls, v: str | None) -> str | None:
+        if v is not None and v not in KERAS_APPLICATIONS:
+            near = difflib.get_close_matches(v, KERAS_APPLICATIONS, n=3, cutoff=0.6)
+            hint = f" (did you mean {', '.join(near)}?)" if near else ""
+            raise ValueError(f"unknown Keras application {v!r}{hint}")
+        return v
+
+    @field_validator("init")
+    @classmethod
+    def _known_init(cls, v: str | None) -> str | None:
+        if v is not None and v not in INIT_NAMES:
+            near = difflib.get_close_matches(v, INIT_NAMES, n=1)
+            hint = f" (did you mean {near[0]}?)" if near else ""
+            raise ValueError(f"unknown initializer {v!r}{hint}; known: {', '.join(INIT_NAMES)}")
+        return v
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelConfig:
+        if (self.keras is None) == (self.path is None):
+            raise ValueError("give exactly one of 'keras' (an application name) or 'path' (a weights file)")
+        if self.keras is not None and "weights" not in self.model_fields_set:
+            raise ValueError("'weights' is required with 'keras': null (random init), imagenet, or a file path")
+        if self.path is not None and "weights" in self.model_fields_set:
+            raise ValueError("'weights' goes with 'keras'; a 'path' model's file is its weights")
+        return self
+
+
+class ReportConfig(_Strict):
+    """The whole report: title, output folder, formats and models."""
+
+    title: str
+    output: str = "reports/report"
+    formats: list[Literal["html", "pdf", "json"]] = Field(default_factory=lambda: ["html", "pdf", "json"])
+    description: str | None = None
+    models: list[ModelConfig] = Field(min_length=1)
+    bins: int = Field(default=60, ge=5, le=1000)
+    spectral: bool = True
+    compare_to: str | None = None
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> ReportConfig:
+        names = [m.name for m in self.models]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"model names must be unique; repeated: {', '.join(dupes)}")
+        return self
+
+
+class LoadedConfig:
+    """A validated config with the file it came from, for resolving relative paths."""
+
+    def __init__(
+        self, config: ReportConfig, path: Path, text: str, lines: dict[tuple[Any, ...], int] | None = None
+    ) -> None:
+        self.config = config
+        self.path = path
+        self.text = text
+        self.lines = lines or {}
+
+    def where(self, *loc: Any) -> str:
+        """Return 'file:line: key.path' for a location in the config, for error messages."""
+        probe = tuple(loc)
+        while probe and probe not in self.lines:
+            probe = probe[:-1]
+        return f"{self.path}:{self.lines.get(probe, 1)}: {_format_loc(tuple(loc))}"
+
+    def resolve(self, value: str) -> Path:
+        """Resolve a path from the config: relative to the config file, or pkg:NAME/inside/package."""
+        if value.startswith("pkg:"):
+            return resolve_package_path(value[4:], self.path)
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else (self.path.parent / p)
+
+    def output_dir(self, override: str | None = None) -> Path:
+        """Return the output folder: relative to the current directory, as make users expect."""
+        return Path(override or self.config.output)
+
+
+def resolve_package_path(spec: str, config_path: Path) -> Path:
+    """Find a file inside an installed package without importing (running) the package."""
+    package, _, inner = spec.partition("/")
+    try:
+        found = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        found = None
+    if found is None or not found.submodule_search_locations:
+        raise ConfigError(f"{config_path}: package {package!r} is not installed (from 'pkg:{spec}')")
+    return Path(list(found.submodule_search_locations)[0]) / inner
+
+
+# ---------------------------------------------------------------------------- YAML with line numbers
+
+
+class _LineLoader(yaml.SafeLoader):
+    """A safe loader that refuses anchors and aliases and records the line of every key."""
+
+
+def _compose_node(self: _LineLoader, parent: Any, index: Any) -> Any:
+    if self.check_event(yaml.AliasEvent):
+        event = self.peek_event()
+        raise yaml.MarkedYAMLError("aliases are not allowed", None, None, event.start_mark)
+    event = self.peek_event()
+    if getattr(event, "anchor", None):
+        raise yaml.MarkedYAMLError("anchors are not allowed", None, None, event.start_mark)
+    return yaml.SafeLoader.compose_node(self, parent, index)
+
+
+_LineLoader.compose_node = _compose_node  # type: ignore[method-assign,assignment]
+
+
+def _line_map(node: yaml.Node, path: tuple[Any, ...], out: dict[tuple[Any, ...], int]) -> None:
+    out.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            k = key.value
+            out[path + (k,)] = key.start_mark.line + 1
+            _line_map(value, path + (k,), out)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            out[path + (i,)] = item.start_mark.line + 1
+            _line_map(item, path + (i,), out)
+
+
+def _format_loc(loc: tuple[Any, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(top level)"
+
+
+def _fields_of(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """Return the field names allowed at the mapping that holds loc's last key."""
+    current: Any = model
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = current.model_fields.get(part)
+        if field is None:
+            return []
+        ann = field.annotation
+        inner = [a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type)]
+        nxt = None
+        for a in inner:
+            if issubclass(a, BaseModel):
+                nxt = a
+            for sub in getattr(a, "__args__", ()):
+                if isinstance(sub, type) and issubclass(sub, BaseModel):
+                    nxt = sub
+        if nxt is None:
+            args = getattr(ann, "__args__", ())
+            for a in args:
+                for sub in getattr(a, "__args__", ()):
+                    if isinstance(sub, type) and issubclass(sub, BaseModel):
+                        nxt = sub
+        if nxt is None:
+            return []
+        current = nxt
+    return list(current.model_fields)
+
+
+def _message(err: dict[str, Any], loc: tuple[Any, ...]) -> str:
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        key = loc[-1]
+        near = difflib.get_close_matches(str(key), _fields_of(ReportConfig, loc), n=1, cutoff=0.6)
+        return f"unknown key {key!r}" + (f" (did you mean {near[0]!r}?)" if near else "")
+    if kind == "missing":
+        return f"missing required key {loc[-1]!r}"
+    msg = str(err["msg"])
+    return msg.removeprefix("Value error, ")
+
+
+def parse_config(text: str, path: Path) -> LoadedConfig:
+    """Validate config text; raise ConfigError listing every problem with file:line: key path."""
+    try:
+        node = yaml.compose(text, Loader=_LineLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = f":{mark.line + 1}" if mark else ""
+        problem = exc.problem or exc.context or "invalid YAML"
+        raise ConfigError(f"{path}{line}: YAML syntax error: {problem}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: YAML syntax error: {exc}") from None
+    if node is None:
+        raise ConfigError(f"{path}: the config is empty")
+    data = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - _LineLoader derives from SafeLoader
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}:1: the config must be a mapping of keys (title, output, models, ...)")
+    lines: dict[tuple[Any, ...], int] = {}
+    _line_map(node, (), lines)
+    try:
+        config = ReportConfig.model_validate(data)
+    except ValidationError as exc:
+        messages = []
+        for err in exc.errors():
+            loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+            probe = loc
+            while probe and probe not in lines:
+                probe = probe[:-1]
+            line = lines.get(probe, 1)
+            messages.append((line, f"{path}:{line}: {_format_loc(loc)}: {_message(err, loc)}"))
+        raise ConfigError([m for _, m in sorted(messages, key=lambda m: m[0])]) from None
+    return LoadedConfig(config, path, text, lines)
+
+
+def load_config(path: str | Path) -> LoadedConfig:
+    """Read and validate a config file."""
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"{p}: no such config file")
+    if p.is_dir():
+        raise ConfigError(f"{p}: is a folder, not a config file")
+    size = p.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{p}: config is {size} bytes; the limit is {MAX_CONFIG_BYTES}")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p}: cannot read the config: {exc}") from None
+    return parse_config(text, p)

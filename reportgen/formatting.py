@@ -1,0 +1,62 @@
+"""Number formatting shared by templates (as Jinja filters) and written findings."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+
+def num(value: Any, digits: int = 4) -> str:
+    """Format a float with `digits` significant digits; '-' for None, 'NaN'/'Inf' spelled out."""
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    v = float(value)
+    if math.isnan(v):
+        return "NaN"
+    if math.isinf(v):
+        return "+Inf" if v > 0 else "−Inf"
+    if v == 0:
+        return "0"
+    if 1e-3 <= abs(v) < 1e5:
+        text = f"{v:.{digits}g}"
+    else:
+        text = f"{v:.{max(1, digits - 1)}e}"
+    return text.replace("-", "−")
+
+
+def plain(value: Any, digits: int = 4) -> str:
+    """Format like num() with an ASCII minus, for JSON-adjacent text and tests."""
+    return num(value, digits).replace("−", "-")
+
+
+def pct(value: Any, digits: int = 1) -> str:
+    """Format a share in [0, 1] as a percentage."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{100 * float(value):.{digits}f}%"
+
+
+def count(value: Any) -> str:
+    """Format an integer count with thousands separators."""
+    return "–" if value is None else f"{int(value):,}"
+
+
+def shape(value: Any) -> str:
+    """Format a shape tuple as (3, 3, 64, 128); None dims as ?."""
+    if value is None:
+        return "–"
+    return "(" + ", ".join("?" if d is None else str(d) for d in value) + ")"
+
+
+def ratio(value: Any) -> str:
+    """Format a ratio as 3.6x."""
+    if value is None or (isinstance(value, float) and (math.isnan(value) or math.isinf(value))):
+        return "–"
+    return f"{float(value):.3g}×"
+
+
+FILTERS = {"num": num, "pct": pct, "count": count, "shape": shape, "ratio": ratio, "plain": plain}

@@ -1,0 +1,291 @@
+"""Run the stages in order: config -> sources -> analysis -> diagnosis -> report model -> renderers."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+
+from reportgen import __version__
+from reportgen.analysis import AnalysisOptions, TensorAnalysis, analyze_tensor
+from reportgen.config import LoadedConfig, ModelConfig
+from reportgen.errors import ReportgenError, SourceError
+from reportgen.output import preflight, sha256_bytes, write_atomically
+from reportgen.report_model import (
+    FileHash,
+    ModelView,
+    ReportModel,
+    SelectedView,
+    find_comparisons,
+    sha256_file,
+    slugify,
+)
+from reportgen.selection import select
+from reportgen.sources.base import LayerInfo, TensorRef, WeightSource
+
+Progress = Callable[[str, int, int], None]  # (message, done, total)
+
+VERSION_PACKAGES = ("numpy", "scipy", "h5py", "matplotlib", "jinja2", "weasyprint", "keras", "tensorflow")
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """Command-line choices that override or complete the config."""
+
+    output: str | None = None
+    formats: tuple[str, ...] | None = None
+    force: bool = False
+    workers: int = 0  # 0: one per core
+    now: datetime | None = None
+
+
+@dataclass
+class BuildResult:
+    """Where the report went and how long each stage took."""
+
+    out_dir: Path
+    files: list[str]
+    report: ReportModel
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def build_time(now: datetime | None = None) -> datetime:
+    """Return the build time: SOURCE_DATE_EPOCH when set, so rebuilds are byte-identical."""
+    if now is not None:
+        return now
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    if epoch and epoch.strip().isdigit():
+        return datetime.fromtimestamp(int(epoch), tz=UTC)
+    return datetime.now(tz=UTC).replace(microsecond=0)
+
+
+def library_versions() -> tuple[tuple[str, str], ...]:
+    """Return versions of reportgen, Python and the libraries that shape the numbers."""
+    out = [("reportgen", __version__), ("python", platform.python_version())]
+    for name in VERSION_PACKAGES:
+        try:
+            out.append((name, metadata.version(name)))
+        except metadata.PackageNotFoundError:
+            continue
+    return tuple(out)
+
+
+def open_model(loaded: LoadedConfig, index: int, mc: ModelConfig) -> WeightSource:
+    """Open the weights source a model entry names."""
+    from reportgen import initializers
+
+    if mc.keras is not None:
+        from reportgen.sources.keras_app import build_application
+
+        weights: str | Path | None = mc.weights
+        if weights not in (None, "imagenet"):
+            weights = loaded.resolve(str(weights))
+            if not weights.exists():
+                raise SourceError(f"{loaded.where('models', index, 'weights')}: no such file: {weights}")
+        return build_application(mc.keras, weights, mc.name)
+    from reportgen.sources.detect import open_path
+
+    assert mc.path is not None
+    path = loaded.resolve(mc.path)
+    if not path.exists():
+        raise SourceError(f"{loaded.where('models', index, 'path')}: no such file or folder: {path}")
+    init = initializers.spec_from_name(mc.init) if mc.init else None
+    try:
+        return open_path(path, init=init)
+    except SourceError as exc:
+        raise SourceError(f"{loaded.where('models', index, 'path')}: {exc}") from None
+
+
+def _apply_init(source: WeightSource, mc: ModelConfig) -> list[LayerInfo]:
+    """Return the source's layers with a config-stated initializer on kernels that have none."""
+    import dataclasses
+
+    from reportgen import initializers
+
+    layers = source.layers()
+    if not mc.init or mc.keras is not None:
+        return layers
+    spec = initializers.spec_from_name(mc.init)
+    out = []
+    for layer in layers:
+        params = tuple(
+            dataclasses.replace(p, init=spec) if p.init is None and p.role == "kernel" else p
+            for p in layer.params
+        )
+        out.append(dataclasses.replace(layer, params=params))
+    return out
+
+
+def _analyze_all(
+    source: WeightSource,
+    layers: list[LayerInfo],
+    options: AnalysisOptions,
+    workers: int,
+    progress: Progress | None,
+    label: str,
+) -> dict[tuple[str, str], TensorAnalysis]:
+    """Analyse every tensor of every layer, biggest first, on a thread pool."""
+    jobs: list[tuple[LayerInfo, TensorRef]] = [(layer, p) for layer in layers for p in layer.params]
+    jobs.sort(key=lambda j: -j[1].size)  # big tensors first keeps the pool busy to the end
+    results: dict[tuple[str, str], TensorAnalysis] = {}
+    total = len(jobs)
+
+    def run(job: tuple[LayerInfo, TensorRef]) -> TensorAnalysis:
+        return analyze_tensor(source, job[0], job[1], options)
+
+    n = workers or (os.cpu_count() or 1)
+    if n <= 1 or total <= 1:
+        for i, job in enumerate(jobs):
+            results[(job[0].name, job[1].name)] = run(job)
+            if progress:
+                progress(f"{label}: {job[0].name}", i + 1, total)
+        return results
+    from threadpoolctl import threadpool_limits
+
+    # NumPy releases the GIL in its kernels; one BLAS thread per worker avoids oversubscription.
+    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(max_workers=n) as pool:
+        for i, (job, res) in enumerate(zip(jobs, pool.map(run, jobs), strict=True)):
+            results[(job[0].name, job[1].name)] = res
+            if progress:
+                progress(f"{label}: {job[0].name}", i + 1, total)
+    return results
+
+
+def _diagnose(name: str, layers: list[LayerInfo], analyses: dict[tuple[str, str], TensorAnalysis]) -> object:
+    from reportgen import diagnosis
+
+    return diagnosis.diagnose_model(name, layers, analyses)
+
+
+def build_report_model(
+    loaded: LoadedConfig,
+    options: BuildOptions,
+    progress: Progress | None = None,
+    timings: dict[str, float] | None = None,
+) -> ReportModel:
+    """Load every model, analyse its tensors and assemble the ReportModel."""
+    from reportgen.findings import write_findings
+
+    cfg = loaded.config
+    timings = timings if timings is not None else {}
+    aopts = AnalysisOptions(bins=cfg.bins, spectral=cfg.spectral)
+    views: list[ModelView] = []
+    sources: list[tuple[int, ModelConfig, WeightSource]] = []
+    t0 = time.perf_counter()
+    for i, mc in enumerate(cfg.models):
+        if progress:
+            progress(f"loading {mc.name}", i, len(cfg.models))
+        sources.append((i, mc, open_model(loaded, i, mc)))
+    timings["load"] = time.perf_counter() - t0
+    timings["analysis"] = 0.0
+    alerts: list[object] = []
+    try:
+        for i, mc, source in sources:
+            layers = _apply_init(source, mc)
+            where = f"{loaded.where('models', i)}."
+            chosen = select(layers, mc.layers, mc.params, mc.name, where=where)
+            t1 = time.perf_counter()
+            analyses = _analyze_all(source, layers, aopts, options.workers, progress, mc.name)
+            timings["analysis"] += time.perf_counter() - t1
+            diag = _diagnose(mc.name, layers, analyses)
+            alerts.extend(getattr(diag, "alerts", ()))
+            selected = tuple(
+                SelectedView(s, tuple(analyses[(s.layer.name, p.name)] for p in s.params)) for s in chosen
+            )
+            files = tuple(sha256_file(f) for f in source.info.files if f.is_file())
+            views.append(
+                ModelView(
+                    name=mc.name,
+                    slug=slugify(mc.name),
+                    source=source.info,
+                    files=files,
+                    layers=tuple(layers),
+                    analyses=analyses,
+                    selected=selected,
+                    diagnosis=diag,
+                    init_statement=mc.init,
+                )
+            )
+    finally:
+        for _, _, source in sources:
+            source.close()
+    comparisons = find_comparisons(views)
+    return ReportModel(
+        title=cfg.title,
+        description=cfg.description,
+        generated_at=build_time(options.now).isoformat().replace("+00:00", "Z"),
+        config_name=loaded.path.name,
+        config_sha256=hashlib.sha256(loaded.text.encode()).hexdigest(),
+        models=tuple(views),
+        comparisons=tuple(comparisons),
+        findings=tuple(write_findings(views, comparisons)),
+        alerts=tuple(alerts),
+        versions=library_versions(),
+        options={"bins": cfg.bins, "spectral": cfg.spectral},
+    )
+
+
+def manifest(report: ReportModel, loaded: LoadedConfig, outputs: dict[str, bytes]) -> bytes:
+    """Describe inputs, outputs and versions with hashes, for the archive."""
+    inputs: list[FileHash] = [f for m in report.models for f in m.files]
+    doc = {
+        "manifest_version": "1.0",
+        "generated_at": report.generated_at,
+        "config": {"path": str(loaded.path), "sha256": report.config_sha256},
+        "inputs": [{"path": f.path, "sha256": f.sha256, "size": f.size} for f in inputs],
+        "outputs": {name: {"sha256": sha256_bytes(data), "size": len(data)} for name, data in sorted(outputs.items())},
+        "versions": dict(report.versions),
+        "platform": {"python": sys.version.split()[0], "machine": platform.machine(), "system": platform.system()},
+    }
+    return (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode()
+
+
+def render_outputs(report: ReportModel, formats: tuple[str, ...], timings: dict[str, float]) -> dict[str, bytes]:
+    """Render the requested formats to bytes."""
+    from reportgen.figures import draw_all
+    from reportgen.render.html import render_html
+    from reportgen.render.json_report import render_json
+
+    out: dict[str, bytes] = {}
+    if "html" in formats or "pdf" in formats:
+        t = time.perf_counter()
+        figures = draw_all(report)
+        timings["figures"] = time.perf_counter() - t
+        t = time.perf_counter()
+        if "html" in formats:
+            out["report.html"] = render_html(report, figures).encode("utf-8")
+        timings["html"] = time.perf_counter() - t
+        if "pdf" in formats:
+            from reportgen.render.pdf import render_pdf
+
+            t = time.perf_counter()
+            out["report.pdf"] = render_pdf(render_html(report, figures, for_pdf=True))
+            timings["pdf"] = time.perf_counter() - t
+    if "json" in formats:
+        out["stats.json"] = render_json(report).encode("utf-8")
+    return out
+
+
+def build(loaded: LoadedConfig, options: BuildOptions, progress: Progress | None = None) -> BuildResult:
+    """Build the report folder for a config; nothing is written unless everything succeeds."""
+    target = loaded.output_dir(options.output)
+    preflight(target, options.force)
+    timings: dict[str, float] = {}
+    report = build_report_model(loaded, options, progress, timings)
+    formats = tuple(options.formats or loaded.config.formats)
+    outputs = render_outputs(report, formats, timings)
+    outputs["manifest.json"] = manifest(report, loaded, outputs)
+    write_atomically(target, outputs, options.force)
+    return BuildResult(target, sorted(outputs), report, timings)
+
+
+__all__ = ["BuildOptions", "BuildResult", "ReportgenError", "build", "build_report_model"]

@@ -1,0 +1,163 @@
+"""What goes in the report: models, selected layers, comparisons, findings; no formatting here."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from reportgen.analysis import TensorAnalysis
+from reportgen.selection import Selected
+from reportgen.sources.base import LayerInfo, SourceInfo
+
+
+def slugify(text: str) -> str:
+    """Return an HTML-id-safe slug for a name (stable, lowercase, ascii)."""
+    slug = re.sub(r"[^a-zA-Z0-9]+", "-", text).strip("-").lower() or "x"
+    # A short hash keeps ids distinct for names that differ only in punctuation.
+    return f"{slug[:48]}-{hashlib.sha1(text.encode()).hexdigest()[:6]}"
+
+
+@dataclass(frozen=True)
+class FileHash:
+    """One input file and its SHA-256."""
+
+    path: str
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True)
+class SelectedView:
+    """A selected layer with the analyses of the parameters to show."""
+
+    selected: Selected
+    analyses: tuple[TensorAnalysis, ...]
+
+    @property
+    def anchor(self) -> str:
+        """Return the HTML id of this layer's detail block."""
+        return slugify(self.selected.layer.name)
+
+
+@dataclass(frozen=True)
+class ModelView:
+    """One model in the report with everything computed from it."""
+
+    name: str
+    slug: str
+    source: SourceInfo
+    files: tuple[FileHash, ...]
+    layers: tuple[LayerInfo, ...]
+    analyses: dict[tuple[str, str], TensorAnalysis]
+    selected: tuple[SelectedView, ...]
+    diagnosis: Any  # reportgen.diagnosis.ModelDiagnosis or None
+    init_statement: str | None = None
+
+    @property
+    def param_count(self) -> int:
+        """Total number of scalar parameters."""
+        return sum(layer.param_count for layer in self.layers)
+
+    @property
+    def weighted_layers(self) -> list[LayerInfo]:
+        """Layers that hold parameters."""
+        return [layer for layer in self.layers if layer.params]
+
+    def analysis(self, layer: str, param: str) -> TensorAnalysis | None:
+        """Return the analysis of one tensor, or None."""
+        return self.analyses.get((layer, param))
+
+    def verdict(self, layer: str) -> Any:
+        """Return the diagnosis verdict of a layer, or None."""
+        for v in getattr(self.diagnosis, "verdicts", ()) or ():
+            if v.layer == layer:
+                return v
+        return None
+
+    def layer_anchor(self, layer: str) -> str:
+        """Return the HTML id of a layer's appendix row."""
+        return f"{self.slug}-{slugify(layer)}"
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The same layer (by name) in two or more models, for overlays."""
+
+    layer: str
+    param: str
+    label: str
+    entries: tuple[tuple[str, TensorAnalysis], ...]  # (model name, analysis)
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One sentence the numbers support, with the model and layer it is about."""
+
+    text: str
+    model: str | None = None
+    layer: str | None = None
+    kind: str = "observation"  # observation | init | trend | comparison | bias
+
+
+@dataclass(frozen=True)
+class ReportModel:
+    """Everything the renderers need, computed once."""
+
+    title: str
+    description: str | None
+    generated_at: str  # ISO 8601, UTC
+    config_name: str
+    config_sha256: str
+    models: tuple[ModelView, ...]
+    comparisons: tuple[Comparison, ...]
+    findings: tuple[Finding, ...]
+    alerts: tuple[Any, ...]  # reportgen.diagnosis.Alert
+    versions: tuple[tuple[str, str], ...]
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def alert_counts(self) -> dict[str, int]:
+        """Return the number of alerts per severity, most severe first."""
+        out = {"critical": 0, "warning": 0, "info": 0}
+        for a in self.alerts:
+            out[a.severity] = out.get(a.severity, 0) + 1
+        return out
+
+    def model(self, name: str) -> ModelView:
+        """Return a model by name."""
+        for m in self.models:
+            if m.name == name:
+                return m
+        raise KeyError(name)
+
+
+def find_comparisons(models: tuple[ModelView, ...] | list[ModelView]) -> list[Comparison]:
+    """Pair selected layers that several models share by name (e.g. untrained vs trained VGG-16)."""
+    out: list[Comparison] = []
+    seen: set[tuple[str, str]] = set()
+    for m in models:
+        for view in m.selected:
+            for a in view.analyses:
+                key = (a.layer, a.param)
+                if key in seen:
+                    continue
+                entries = []
+                for other in models:
+                    found = other.analysis(a.layer, a.param)
+                    if found is not None and found.stats.shape == a.stats.shape:
+                        entries.append((other.name, found))
+                if len(entries) > 1:
+                    seen.add(key)
+                    out.append(Comparison(a.layer, a.param, view.selected.label, tuple(entries)))
+    return out
+
+
+def sha256_file(path: Path) -> FileHash:
+    """Hash a file in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return FileHash(str(path), h.hexdigest(), path.stat().st_size)

@@ -1,0 +1,167 @@
+"""Pick the weight source for a path by what the file contains, not by its name."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import struct
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from reportgen.errors import SourceError
+from reportgen.sources.base import DEFAULT_CHUNK_ELEMS, InitSpec, LayerInfo, TensorRef, WeightSource
+from reportgen.sources.hdf5_safe import SafeH5, signature_offset
+
+_ZIP_MAGIC = b"PK\x03\x04"
+_SAFETENSORS_MAX_HEADER = 100 << 20
+
+
+def open_path(path: Path | str, *, init: InitSpec | None = None) -> WeightSource:
+    """Open a weights file or folder of any supported format; init fills kernels that declare none."""
+    path = Path(path)
+    if not path.exists():
+        raise SourceError(f"{path}: no such file")
+    source = _open(path)
+    if init is not None:
+        source = _DefaultInit(source, init)
+    return source
+
+
+def detect_format(path: Path) -> str:
+    """Name the format of path: keras-weights-h5, keras-h5, keras-archive, torch, safetensors, ..."""
+    if path.is_dir():
+        if (path / "saved_model.pb").is_file():
+            return "tf-savedmodel"
+        if sorted(path.glob("*.safetensors.index.json")) or sorted(path.glob("*.safetensors")):
+            return "safetensors"
+        raise SourceError(f"{path}: folder holds no saved_model.pb or safetensors weights")
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8192)
+    except OSError as exc:
+        raise SourceError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if signature_offset(head) is not None:
+        return _hdf5_kind(path)
+    if head.startswith(_ZIP_MAGIC):
+        return _zip_kind(path)
+    if _looks_safetensors(path, head):
+        return "safetensors"
+    if path.name.endswith(".safetensors.index.json"):
+        return "safetensors"
+    if path.suffix.lower() == ".onnx":
+        return "onnx"
+    if head[:1] == b"\x80" and len(head) > 1 and 2 <= head[1] <= 5:
+        return "torch"
+    shown = head[:16].hex(" ") or "(empty file)"
+    raise SourceError(f"{path}: not a weights file (unrecognised content: first bytes {shown})")
+
+
+def _open(path: Path) -> WeightSource:
+    kind = detect_format(path)
+    if kind == "keras-weights-h5":
+        from reportgen.sources.keras_files import KerasWeightsSource
+
+        return KerasWeightsSource(path)
+    if kind == "keras-h5":
+        from reportgen.sources.keras_files import KerasLegacyH5Source
+
+        return KerasLegacyH5Source(path)
+    if kind == "keras-archive":
+        from reportgen.sources.keras_files import KerasArchiveSource
+
+        return KerasArchiveSource(path)
+    if kind == "tf-savedmodel":
+        from reportgen.sources.keras_files import SavedModelSource
+
+        return SavedModelSource(path)
+    if kind == "safetensors":
+        from reportgen.sources.safetensors_file import SafetensorsSource
+
+        return SafetensorsSource(path)
+    if kind == "torch":
+        from reportgen.sources.torch_file import TorchSource
+
+        return TorchSource(path)
+    from reportgen.sources.onnx_file import OnnxSource
+
+    return OnnxSource(path)
+
+
+def _hdf5_kind(path: Path) -> str:
+    with SafeH5(path) as h5:
+        root = h5.root
+        if "model_config" in root.attrs or "layer_names" in root.attrs:
+            return "keras-h5"
+        if h5.has(root, "model_weights"):
+            group = h5.get("model_weights")
+            if "layer_names" in group.attrs:
+                return "keras-h5"
+    return "keras-weights-h5"
+
+
+def _zip_kind(path: Path) -> str:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise SourceError(f"{path}: unreadable zip archive ({exc})") from None
+    if "config.json" in names and ("model.weights.h5" in names or "model.weights.npz" in names):
+        return "keras-archive"
+    # PyTorch's zip format keeps its pickle at <archive name>/data.pkl.
+    if any(n == "data.pkl" or n.endswith("/data.pkl") for n in names):
+        return "torch"
+    raise SourceError(f"{path}: zip archive is neither a .keras model nor a PyTorch checkpoint")
+
+
+def _looks_safetensors(path: Path, head: bytes) -> bool:
+    if len(head) < 10:
+        return False
+    (size,) = struct.unpack("<Q", head[:8])
+    if size < 2 or size > _SAFETENSORS_MAX_HEADER or head[8:9] != b"{":
+        return False
+    try:
+        if 8 + size > path.stat().st_size:
+            return False
+        with open(path, "rb") as fh:
+            fh.seek(8)
+            header = json.loads(fh.read(size))
+    except (OSError, ValueError):
+        return False
+    return isinstance(header, dict)
+
+
+class _DefaultInit(WeightSource):
+    """Wrap a source so kernel tensors without a declared initializer report a configured one."""
+
+    def __init__(self, inner: WeightSource, init: InitSpec) -> None:
+        self.inner = inner
+        self.info = inner.info
+        self._layers = [
+            dataclasses.replace(
+                layer,
+                params=tuple(
+                    dataclasses.replace(p, init=init) if p.role == "kernel" and p.init is None else p
+                    for p in layer.params
+                ),
+            )
+            for layer in inner.layers()
+        ]
+
+    def layers(self) -> list[LayerInfo]:
+        """Return the inner source's layers with default initializers filled in."""
+        return list(self._layers)
+
+    def read(self, ref: TensorRef) -> np.ndarray:
+        """Return the tensor from the inner source."""
+        return self.inner.read(ref)
+
+    def iter_chunks(self, ref: TensorRef, max_elems: int = DEFAULT_CHUNK_ELEMS) -> Iterator[np.ndarray]:
+        """Yield chunks from the inner source."""
+        return self.inner.iter_chunks(ref, max_elems)
+
+    def close(self) -> None:
+        """Close the inner source."""
+        self.inner.close()
