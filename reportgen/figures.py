@@ -17,6 +17,7 @@ from matplotlib import rc_context  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.backends.backend_svg import FigureCanvasSVG  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 from reportgen.analysis import TensorAnalysis  # noqa: E402
 from reportgen.report_model import Comparison, ModelView, ReportModel, SelectedView  # noqa: E402
@@ -63,6 +64,13 @@ def _to_uri(fig: Figure) -> str:
     with rc_context(RC):
         fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": "reportgen"})
     return "data:image/svg+xml;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _log_axis(ax: Axes) -> None:
+    """Use a log y axis with plain-number tick labels (math text is off for safety)."""
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _pos: ""))
 
 
 def param_words(param: str, role: str) -> str:
@@ -112,7 +120,7 @@ def depth_trend(models: tuple[ModelView, ...], kinds: tuple[str, ...], label: st
         for i, (name, pts) in enumerate(series):
             ax.plot(range(len(pts)), [v for _, v in pts], marker="o", markersize=3.5, linewidth=1.2,
                     color=PALETTE[i % len(PALETTE)], label=name)
-        ax.set_yscale("log")
+        _log_axis(ax)
         ax.set_title(title)
         ax.set_xlabel(f"{label.capitalize()} layer number (input side first)")
         ax.set_ylabel("Mean of |w| (log scale)")
@@ -135,7 +143,7 @@ def overlay(c: Comparison) -> FigureData:
             total = counts.sum() * np.diff(edges)
             dens = np.divide(counts, total, out=np.zeros_like(counts), where=total > 0)
             ax.stairs(dens, edges, color=PALETTE[i % len(PALETTE)], linewidth=1.4, label=name)
-        ax.set_yscale("log")
+        _log_axis(ax)
         ax.set_title(title)
         ax.set_xlabel("Value")
         ax.set_ylabel("Density (log scale)")

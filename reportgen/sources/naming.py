@@ -46,6 +46,8 @@ class FlatTensor:
     quant: tuple[tuple[str, float], ...] = ()
     layer: str | None = None  # the layer it belongs to, when the file says better than the name
     param: str | None = None  # its name inside that layer, likewise
+    role: str | None = None  # its role, when the file declares it (an ONNX operator input)
+    layout: str | None = None  # its layout, when it differs from the source's default
 
 
 def natural_key(name: str) -> tuple[tuple[int, int | str], ...]:
@@ -141,7 +143,9 @@ QUANT_NAMES = {
 }
 
 
-def quant_groups(tensors: Iterable[FlatTensor], quantized: Callable[[str], bool]) -> dict[str, list[tuple[str, str]]]:
+def quant_groups(
+    tensors: Iterable[FlatTensor], quantized: Callable[[str], bool]
+) -> dict[str, list[tuple[str, str]]]:
     """Map each quantized weight's key to [(quant field, key of a scalar tensor beside it)].
 
     quantized(dtype) says whether a dtype holds quantized values (int8, float8, ...).
@@ -154,9 +158,9 @@ def quant_groups(tensors: Iterable[FlatTensor], quantized: Callable[[str], bool]
             continue
         for qname, field in QUANT_NAMES.items():
             side = by_key.get(f"{layer}.{qname}")
-            if side is not None and math.prod(side.shape) == 1:
-                if field not in (f for f, _ in out.get(t.key, [])):
-                    out.setdefault(t.key, []).append((field, side.key))
+            have = [f for f, _ in out.get(t.key, [])]
+            if side is not None and math.prod(side.shape) == 1 and field not in have:
+                out.setdefault(t.key, []).append((field, side.key))
     return out
 
 
@@ -196,10 +200,10 @@ def group_layers(
             TensorRef(
                 key=t.key,
                 name=param,
-                role=param_role(name, param, t.shape, siblings),
+                role=t.role or param_role(name, param, t.shape, siblings),
                 shape=t.shape,
                 dtype=t.dtype,
-                layout=layout,
+                layout=t.layout or layout,
                 quant=t.quant,
             )
             for param, t in members

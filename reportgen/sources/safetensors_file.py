@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -130,8 +131,9 @@ def parse_header(path: Path) -> Header:
         if end < begin:
             raise SourceError(f"{where}: bad offsets: end {end} before begin {begin}")
         if end - begin != expected:
+            stored = end - begin
             raise SourceError(
-                f"{where}: bad offsets: {end - begin} bytes stored, shape {tuple(shape)} of {code} needs {expected}"
+                f"{where}: bad offsets: {stored} bytes stored, shape {tuple(shape)} {code} needs {expected}"
             )
         if end > data_size:
             raise SourceError(
@@ -141,7 +143,7 @@ def parse_header(path: Path) -> Header:
         if end > begin:
             spans.append((begin, end, name))
     spans.sort()
-    for (_, prev_end, prev), (begin, _, name) in zip(spans, spans[1:]):
+    for (_, prev_end, prev), (begin, _, name) in itertools.pairwise(spans):
         if begin < prev_end:
             raise SourceError(f"{path}: tensor {name!r}: bad offsets: overlaps tensor {prev!r}")
     return Header(path, entries, dict(meta_raw))
@@ -156,7 +158,7 @@ def _check_with_library(path: Path) -> None:
     try:
         with safe_open(str(path), framework="numpy") as fh:
             fh.keys()
-    except Exception as exc:  # noqa: BLE001 - the library raises its own error types
+    except Exception as exc:  # the library raises its own error types
         raise SourceError(f"{path}: rejected by safetensors ({str(exc).splitlines()[0]})") from None
 
 
@@ -285,7 +287,8 @@ class SafetensorsSource(WeightSource):
         if e.nbytes == 0:
             return np.zeros(e.shape, dtype=e.dtype)
         try:
-            mm = np.memmap(e.file, dtype=e.dtype, mode="r", offset=e.start, shape=(e.nbytes // e.dtype.itemsize,))
+            count = e.nbytes // e.dtype.itemsize
+            mm = np.memmap(e.file, dtype=e.dtype, mode="r", offset=e.start, shape=(count,))
         except (OSError, ValueError) as exc:
             raise SourceError(f"{e.file}: tensor {key!r}: cannot map ({exc})") from None
         return mm.reshape(e.shape)
@@ -300,18 +303,28 @@ class SafetensorsSource(WeightSource):
         # resident set until the map is dropped: a 2 GB tensor would cost 2 GB of RSS.
         e = self._entry(ref.key)
         count = e.nbytes // e.dtype.itemsize
-        step = max(1, int(max_elems))
-        if count == 0:
-            return
-        fd = os.open(e.file, os.O_RDONLY)
-        try:
-            for first in range(0, count, step):
-                n = min(step, count - first)
-                buf = np.empty(n, dtype=e.dtype)
-                _pread_into(fd, buf.view(np.uint8), e.start + first * e.dtype.itemsize, e.file, ref.key)
-                yield buf
-        finally:
-            os.close(fd)
+        yield from iter_file_chunks(e.file, e.start, count, e.dtype, max_elems, ref.key)
+
+
+def iter_file_chunks(
+    file: Path, start: int, count: int, dtype: np.dtype[Any], max_elems: int, key: str
+) -> Iterator[np.ndarray]:
+    """Yield count elements of dtype stored at byte start of file, as fresh arrays of at most max_elems."""
+    step = max(1, int(max_elems))
+    if count == 0:
+        return
+    try:
+        fd = os.open(file, os.O_RDONLY)
+    except OSError as exc:
+        raise SourceError(f"{file}: tensor {key!r}: cannot open ({exc.strerror or exc})") from None
+    try:
+        for first in range(0, count, step):
+            n = min(step, count - first)
+            buf = np.empty(n, dtype=dtype)
+            _pread_into(fd, buf.view(np.uint8), start + first * dtype.itemsize, file, key)
+            yield buf
+    finally:
+        os.close(fd)
 
 
 def _pread_into(fd: int, out: np.ndarray, offset: int, file: Path, key: str) -> None:

@@ -1,0 +1,257 @@
+"""Read the initializers of an ONNX model, following external data only inside the model's folder."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+
+from reportgen.errors import SourceError
+from reportgen.sources.base import DEFAULT_CHUNK_ELEMS, LayerInfo, SourceInfo, TensorRef, WeightSource
+from reportgen.sources.naming import FlatTensor, group_layers, split_name
+from reportgen.sources.safetensors_file import iter_file_chunks
+
+EXTRA_HINT = "pip install 'reportgen[onnx]'"
+
+# Operators that are layers in their own right, with what each weight input means: (param, role).
+_OP_INPUTS: dict[str, dict[int, tuple[str, str]]] = {
+    "Conv": {1: ("weight", "kernel"), 2: ("bias", "bias")},
+    "ConvTranspose": {1: ("weight", "kernel"), 2: ("bias", "bias")},
+    "Gemm": {1: ("weight", "kernel"), 2: ("bias", "bias")},
+    "MatMul": {1: ("weight", "kernel"), 0: ("weight", "kernel")},
+    "BatchNormalization": {
+        1: ("weight", "gamma"),
+        2: ("bias", "beta"),
+        3: ("running_mean", "moving_mean"),
+        4: ("running_var", "moving_variance"),
+    },
+    "LayerNormalization": {1: ("weight", "gamma"), 2: ("bias", "beta")},
+    "InstanceNormalization": {1: ("weight", "gamma"), 2: ("bias", "beta")},
+    "GroupNormalization": {1: ("weight", "gamma"), 2: ("bias", "beta")},
+    "Gather": {0: ("weight", "embedding")},
+    "LSTM": {1: ("W", "kernel"), 2: ("R", "recurrent_kernel"), 3: ("B", "bias")},
+    "GRU": {1: ("W", "kernel"), 2: ("R", "recurrent_kernel"), 3: ("B", "bias")},
+    "RNN": {1: ("W", "kernel"), 2: ("R", "recurrent_kernel"), 3: ("B", "bias")},
+}
+# Names like conv1.weight carry the layer; names like onnx::Conv_123 or /fc/MatMul_weight do not.
+_TORCH_STYLE = re.compile(r"^[A-Za-z_][\w]*(\.[\w]+)+$")
+# ONNX packs these several to a byte, so their byte length is not count * itemsize.
+_PACKED = {"int4", "uint4", "int2", "uint2", "float4_e2m1fn"}
+
+
+@dataclass(frozen=True)
+class External:
+    """Where an initializer's bytes lie outside the model file."""
+
+    file: Path
+    offset: int
+    length: int
+    dtype: np.dtype[Any]
+    shape: tuple[int, ...]
+
+
+def _import_onnx(path: Path) -> Any:
+    try:
+        import onnx
+    except ImportError:
+        raise SourceError(f"{path}: reading ONNX files needs the optional extra: {EXTRA_HINT}") from None
+    return onnx
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+def _external(tensor: Any, model: Path, dtype: np.dtype[Any]) -> External:
+    """Check an initializer's external_data entries and return where its bytes are."""
+    where = f"{model}: initializer {tensor.name!r}"
+    info = {entry.key: entry.value for entry in tensor.external_data}
+    location = info.get("location", "")
+    pure = PurePosixPath(location)
+    folder = model.parent.resolve()
+    if not location or pure.is_absolute() or ".." in pure.parts or "\\" in location or ":" in location:
+        raise SourceError(f"{where}: refused external data location (must be a file inside {model.parent})")
+    target = (folder / pure).resolve()
+    # resolve() follows symlinks, so a link inside the folder pointing out of it is caught here.
+    if not target.is_relative_to(folder):
+        raise SourceError(f"{where}: refused external data location (leads outside {model.parent})")
+    if not target.is_file():
+        raise SourceError(f"{where}: external data file {location!r} does not exist")
+    if dtype.name in _PACKED or dtype.kind in "OUS":
+        raise SourceError(f"{where}: dtype {dtype.name} is not supported in external data")
+    shape = tuple(int(d) for d in tensor.dims)
+    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    try:
+        offset = int(info.get("offset", "0"))
+        length = int(info.get("length", str(expected)))
+    except ValueError:
+        raise SourceError(f"{where}: external data offset/length are not integers") from None
+    size = target.stat().st_size
+    if offset < 0 or length < 0 or offset + length > size:
+        raise SourceError(
+            f"{where}: external data offset {offset} + length {length} exceeds size {size} of {location!r}"
+        )
+    if length != expected:
+        raise SourceError(
+            f"{where}: external data length {length} does not match shape {shape} of {dtype.name}"
+        )
+    return External(target, offset, length, dtype, shape)
+
+
+class OnnxSource(WeightSource):
+    """Weights from the initializers of an ONNX graph, read without running the graph."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise SourceError(f"{self.path}: no such file")
+        self._onnx = onnx = _import_onnx(self.path)
+        try:
+            model = onnx.load(str(self.path), load_external_data=False)
+        except Exception as exc:  # protobuf and onnx raise several types for bad files
+            raise SourceError(f"{self.path}: cannot read as ONNX ({_first_line(exc)})") from None
+        graph = model.graph
+        self._internal: dict[str, Any] = {}
+        self._external: dict[str, External] = {}
+        dtypes: dict[str, str] = {}
+        for tensor in graph.initializer:
+            if tensor.name in dtypes:
+                raise SourceError(f"{self.path}: initializer {tensor.name!r}: defined twice")
+            try:
+                dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type))
+            except Exception:  # unknown data_type codes raise KeyError or ValueError
+                raise SourceError(
+                    f"{self.path}: initializer {tensor.name!r}: unknown data type {tensor.data_type}"
+                ) from None
+            if tensor.data_location == onnx.TensorProto.EXTERNAL:
+                self._external[tensor.name] = _external(tensor, self.path, dtype)
+            else:
+                self._internal[tensor.name] = tensor
+            dtypes[tensor.name] = dtype.name
+        self._layers = self._build_layers(graph, dtypes)
+        files = sorted({e.file for e in self._external.values()})
+        self.info = SourceInfo(
+            format="onnx",
+            description=f"{len(dtypes)} initializers, {len(graph.node)} nodes, opset "
+            + ", ".join(f"{o.domain or 'ai.onnx'} {o.version}" for o in model.opset_import),
+            files=(self.path, *files),
+            extra={"producer": f"{model.producer_name} {model.producer_version}".strip()[:200]},
+        )
+
+    def _build_layers(self, graph: Any, dtypes: dict[str, str]) -> list[LayerInfo]:
+        """Name layers by tensor names where they are torch-style, else by the node that uses them."""
+        nodes = list(graph.node)
+        first_use: dict[str, tuple[int, int]] = {}
+        for n, node in enumerate(nodes):
+            for i, name in enumerate(node.input):
+                if name in dtypes and name not in first_use:
+                    first_use[name] = (n, i)
+        node_layer: dict[int, str] = {}
+        class_names: dict[str, str] = {}
+        flat: list[tuple[int, FlatTensor]] = []
+        for t in graph.initializer:
+            shape = tuple(int(d) for d in t.dims)
+            use = first_use.get(t.name)
+            node = nodes[use[0]] if use else None
+            op = node.op_type if node is not None and node.domain in ("", "ai.onnx") else ""
+            declared = _OP_INPUTS.get(op, {}).get(use[1]) if use else None
+            if op == "Gather" and len(shape) != 2:
+                declared = None
+            layout = None
+            if op == "MatMul" or (op == "Gemm" and not _attr(node, "transB", 0)):
+                layout = "keras"  # MatMul and plain Gemm store weights as (in, out)
+            if _TORCH_STYLE.match(t.name):
+                layer, param = split_name(t.name)
+                ft = FlatTensor(t.name, shape, dtypes[t.name], layer=layer, param=param, layout=layout)
+            elif node is not None:
+                layer = node.name or f"{node.op_type}_{use[0]}"
+                param = declared[0] if declared else f"input{use[1]}"
+                role = declared[1] if declared else None
+                ft = FlatTensor(
+                    t.name, shape, dtypes[t.name], layer=layer, param=param, role=role, layout=layout
+                )
+            else:
+                ft = FlatTensor(t.name, shape, dtypes[t.name], layer=t.name, param=t.name, role="other")
+            if node is not None and use is not None:
+                node_layer.setdefault(use[0], ft.layer or "")
+                if declared and ft.layer:
+                    class_names.setdefault(ft.layer, "Embedding" if op == "Gather" else op)
+            flat.append((use[0] if use else len(nodes), ft))
+        # Graph nodes are topologically sorted, so first use gives depth order.
+        flat.sort(key=lambda pair: pair[0])
+        feeds = _feeds(nodes, node_layer)
+        return group_layers(
+            [ft for _, ft in flat], layout="torch", order="appearance", class_names=class_names, feeds=feeds
+        )
+
+    def layers(self) -> list[LayerInfo]:
+        """Return every layer in graph order."""
+        return list(self._layers)
+
+    def read(self, ref: TensorRef) -> np.ndarray:
+        """Return the initializer's values (a read-only memory map for external data)."""
+        ext = self._external.get(ref.key)
+        if ext is not None:
+            if ext.length == 0:
+                return np.zeros(ext.shape, dtype=ext.dtype)
+            try:
+                count = ext.length // ext.dtype.itemsize
+                mm = np.memmap(ext.file, dtype=ext.dtype, mode="r", offset=ext.offset, shape=(count,))
+            except (OSError, ValueError) as exc:
+                where = f"{self.path}: initializer {ref.key!r}"
+                raise SourceError(f"{where}: cannot map external data ({exc})") from None
+            return mm.reshape(ext.shape)
+        tensor = self._internal.get(ref.key)
+        if tensor is None:
+            raise SourceError(f"{self.path}: initializer {ref.key!r}: not in this model")
+        try:
+            return self._onnx.numpy_helper.to_array(tensor)
+        except Exception as exc:  # malformed raw_data raises ValueError or others
+            where = f"{self.path}: initializer {ref.key!r}"
+            raise SourceError(f"{where}: cannot decode ({_first_line(exc)})") from None
+
+    def iter_chunks(self, ref: TensorRef, max_elems: int = DEFAULT_CHUNK_ELEMS) -> Iterator[np.ndarray]:
+        """Yield the tensor flattened; external data is read chunk by chunk to keep memory bounded."""
+        ext = self._external.get(ref.key)
+        if ext is None:
+            yield from super().iter_chunks(ref, max_elems)
+            return
+        count = ext.length // ext.dtype.itemsize
+        yield from iter_file_chunks(ext.file, ext.offset, count, ext.dtype, max_elems, ref.key)
+
+
+def _attr(node: Any, name: str, default: int) -> int:
+    for a in node.attribute:
+        if a.name == name:
+            return int(a.i)
+    return default
+
+
+def _feeds(nodes: list[Any], node_layer: dict[int, str]) -> dict[str, tuple[str, ...]]:
+    """Return, per layer, the layers reached from its outputs through parameterless nodes."""
+    readers: dict[str, list[int]] = {}
+    for n, node in enumerate(nodes):
+        for name in node.input:
+            readers.setdefault(name, []).append(n)
+    found_by: dict[str, list[str]] = {}
+    for n, layer in node_layer.items():
+        found = found_by.setdefault(layer, [])
+        seen = {n}
+        todo = list(nodes[n].output)
+        while todo:
+            for m in readers.get(todo.pop(), []):
+                if m in seen:
+                    continue
+                seen.add(m)
+                target = node_layer.get(m)
+                if target is None or target == layer:
+                    todo.extend(nodes[m].output)
+                elif target not in found:
+                    found.append(target)
+    return {layer: tuple(found) for layer, found in found_by.items()}
+

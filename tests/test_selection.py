@@ -1,0 +1,107 @@
+"""Layer selection by index (Python semantics), name, glob, type and role."""
+
+from __future__ import annotations
+
+import pytest
+
+from reportgen.config import LayerSelector
+from reportgen.errors import SelectionError
+from reportgen.selection import select
+from reportgen.sources.base import LayerInfo, TensorRef
+
+
+def _layer(i: int, name: str, kind: str) -> LayerInfo:
+    if kind in ("InputLayer", "MaxPooling2D", "Flatten"):
+        return LayerInfo(name, kind, i)
+    shape = (3, 3, 8, 8) if kind == "Conv2D" else (8, 8)
+    params = (
+        TensorRef(f"{name}/kernel", "kernel", "kernel", shape, "float32"),
+        TensorRef(f"{name}/bias", "bias", "bias", (8,), "float32"),
+    )
+    return LayerInfo(name, kind, i, params)
+
+
+LAYERS = [
+    _layer(i, n, k)
+    for i, (n, k) in enumerate(
+        [
+            ("input", "InputLayer"),
+            ("block1_conv1", "Conv2D"),
+            ("block1_conv2", "Conv2D"),
+            ("block1_pool", "MaxPooling2D"),
+            ("block2_conv1", "Conv2D"),
+            ("flatten", "Flatten"),
+            ("fc1", "Dense"),
+            ("predictions", "Dense"),
+        ]
+    )
+]
+
+
+def names(selected: list) -> list[tuple[str, str, tuple[str, ...]]]:
+    return [(s.layer.name, s.label, tuple(p.name for p in s.params)) for s in selected]
+
+
+def test_python_index_semantics() -> None:
+    sel = [LayerSelector(index=1), LayerSelector(index=-1), LayerSelector(index=-4)]
+    assert [s.layer.name for s in select(LAYERS, sel, ["kernel", "bias"], "m")] == [
+        "block1_conv1", "predictions", "block2_conv1",
+    ]
+
+
+def test_roles_and_labels() -> None:
+    sel = [LayerSelector(role="first Conv2D"), LayerSelector(role="last Dense", params=["kernel"])]
+    assert names(select(LAYERS, sel, ["kernel", "bias"], "m")) == [
+        ("block1_conv1", "first convolutional", ("kernel", "bias")),
+        ("predictions", "last fully connected", ("kernel",)),
+    ]
+
+
+def test_glob_type_and_name() -> None:
+    assert [s.layer.name for s in select(LAYERS, [LayerSelector(glob="block1_*")], ["all"], "m")] == [
+        "block1_conv1", "block1_conv2",
+    ]
+    assert [s.layer.name for s in select(LAYERS, [LayerSelector(type="Dense")], ["all"], "m")] == [
+        "fc1", "predictions",
+    ]
+    picked = select(LAYERS, [LayerSelector(name="fc1", label="first fully connected")], ["bias"], "m")
+    assert names(picked) == [("fc1", "first fully connected", ("bias",))]
+
+
+def test_a_layer_picked_twice_is_listed_once() -> None:
+    sel = [LayerSelector(index=1), LayerSelector(role="first Conv2D")]
+    assert [s.layer.name for s in select(LAYERS, sel, ["kernel"], "m")] == ["block1_conv1"]
+
+
+def test_default_selection_is_first_and_last_of_each_type() -> None:
+    assert [s.label for s in select(LAYERS, None, ["kernel"], "m")] == [
+        "first convolutional", "last convolutional", "first fully connected", "last fully connected",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("selector", "message"),
+    [
+        (LayerSelector(index=40), "cfg: layers[0]: index 40 is out of range: model 'm' has 8 layers (valid indexes -8..7)"),
+        (LayerSelector(index=-9), "cfg: layers[0]: index -9 is out of range: model 'm' has 8 layers (valid indexes -8..7)"),
+        (LayerSelector(index=3), "cfg: layers[0]: index 3 is layer 'block1_pool' (MaxPooling2D), which has no weights"),
+        (LayerSelector(name="fc2"), "cfg: layers[0]: model 'm' has no layer named 'fc2' (did you mean fc1?)"),
+        (
+            LayerSelector(glob="block9_*"),
+            "cfg: layers[0]: glob 'block9_*' selects no layer with weights in model 'm' "
+            "(names look like: block1_conv1, block1_conv2, block2_conv1, fc1)",
+        ),
+        (
+            LayerSelector(role="first Conv3D"),
+            "cfg: layers[0]: model 'm' has no Conv3D layer with weights (types present: Conv2D, Dense)",
+        ),
+        (
+            LayerSelector(index=1, params=["gamma"]),
+            "cfg: layers[0]: layer 'block1_conv1' has none of the parameters ['gamma'] (it has: kernel, bias)",
+        ),
+    ],
+)
+def test_selection_errors(selector: LayerSelector, message: str) -> None:
+    with pytest.raises(SelectionError) as info:
+        select(LAYERS, [selector], ["kernel"], "m", where="cfg: ")
+    assert str(info.value) == message
