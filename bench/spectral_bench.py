@@ -15,7 +15,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from reportgen.spectral import spectral_metrics  # noqa: E402
+from reportgen.spectral import spectral_metrics
 
 
 def _build_vgg16() -> Any:
@@ -38,8 +38,8 @@ def _reportgen_pass(model: Any) -> tuple[float, dict[str, Any]]:
     return time.perf_counter() - t0, out
 
 
-def _weightwatcher_pass(model: Any) -> tuple[float | None, dict[str, float], str]:
-    """Return WeightWatcher's analyze() wall time and alpha per layer, or why it could not run."""
+def _weightwatcher_pass(model: Any) -> tuple[float | None, dict[str, dict[str, float]], str]:
+    """Return WeightWatcher's analyze() wall time and per-layer fit, or why it could not run."""
     try:
         import weightwatcher as ww
     except Exception as exc:  # an absent or broken install is reported, not fatal
@@ -48,21 +48,37 @@ def _weightwatcher_pass(model: Any) -> tuple[float | None, dict[str, float], str
     t0 = time.perf_counter()
     details = ww.WeightWatcher(model=model).analyze()
     elapsed = time.perf_counter() - t0
-    alphas = {str(row["name"]): float(row["alpha"]) for _, row in details.iterrows()}
-    return elapsed, alphas, f"weightwatcher {getattr(ww, '__version__', '?')}"
+    cols = ("alpha", "num_pl_spikes", "spectral_norm")
+    rows = {str(row["name"]): {c: float(row[c]) for c in cols} for _, row in details.iterrows()}
+    return elapsed, rows, f"weightwatcher {getattr(ww, '__version__', '?')}"
 
 
 def run() -> dict[str, Any]:
     """Time both tools on VGG-16 and compare alpha per layer; return the numbers."""
     model = _build_vgg16()
     ours_s, ours = _reportgen_pass(model)
-    ww_s, ww_alpha, ww_note = _weightwatcher_pass(model)
+    ww_s, ww_rows, ww_note = _weightwatcher_pass(model)
     layers = []
     for name, m in ours.items():
         a = m.alpha if m is not None else float("nan")
-        w = ww_alpha.get(name)
+        ww_row = ww_rows.get(name, {})
+        w = ww_row.get("alpha")
         rel = abs(a - w) / abs(w) if w not in (None, 0) else None
-        layers.append({"layer": name, "n_evals": m.n_evals if m else 0, "alpha": a, "ww_alpha": w, "rel_diff": rel})
+        # WeightWatcher scales conv slices by 1/sqrt(2) (conv2d_norm), halving their eigenvalues.
+        halve = 0.5 if len(model.get_layer(name).get_weights()[0].shape) == 4 else 1.0
+        norm_ratio = (halve * m.spectral_norm / ww_row["spectral_norm"]) if m and ww_row else None
+        layers.append(
+            {
+                "layer": name,
+                "n_evals": m.n_evals if m else 0,
+                "alpha": a,
+                "n_tail": m.n_tail if m else 0,
+                "ww_alpha": w,
+                "ww_n_tail": int(ww_row["num_pl_spikes"]) if ww_row else None,
+                "rel_diff": rel,
+                "norm_ratio": norm_ratio,
+            }
+        )
     rels = [row["rel_diff"] for row in layers if row["rel_diff"] is not None]
     return {
         "reportgen_s": ours_s,
@@ -85,13 +101,20 @@ def main() -> None:
     else:
         print(f"WeightWatcher.analyze():    {r['weightwatcher_s']:.2f} s ({r['weightwatcher']})")
         print(f"speed-up: {r['speedup']:.1f}x")
-    print(f"{'layer':<16}{'evals':>7}{'alpha':>9}{'ww alpha':>10}{'rel diff':>10}")
+    head = ("layer", "evals", "alpha", "tail", "ww alpha", "ww tail", "rel diff", "lmax ratio")
+    print(f"{head[0]:<16}" + "".join(f"{h:>10}" for h in head[1:]))
     for row in r["layers"]:
         ww_a = "-" if row["ww_alpha"] is None else f"{row['ww_alpha']:.3f}"
+        ww_t = "-" if row["ww_n_tail"] is None else str(row["ww_n_tail"])
         rel = "-" if row["rel_diff"] is None else f"{100 * row['rel_diff']:.1f}%"
-        print(f"{row['layer']:<16}{row['n_evals']:>7}{row['alpha']:>9.3f}{ww_a:>10}{rel:>10}")
+        ratio = "-" if row["norm_ratio"] is None else f"{row['norm_ratio']:.6f}"
+        print(
+            f"{row['layer']:<16}{row['n_evals']:>10}{row['alpha']:>10.3f}{row['n_tail']:>10}"
+            f"{ww_a:>10}{ww_t:>10}{rel:>10}{ratio:>10}"
+        )
     if r["compared"]:
-        print(f"alpha within 5%: {r['within_5pct']} of {r['compared']} layers; max diff {100 * r['max_rel_diff']:.1f}%")
+        worst = 100 * r["max_rel_diff"]
+        print(f"alpha within 5%: {r['within_5pct']} of {r['compared']} layers; max diff {worst:.1f}%")
 
 
 if __name__ == "__main__":

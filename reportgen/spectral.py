@@ -85,7 +85,7 @@ def weight_matrices(kernel: np.ndarray, layout: str = "keras") -> np.ndarray:
 
 def _gram_evals(stack: np.ndarray) -> tuple[np.ndarray, str]:
     """Return the pooled eigenvalues of W^T W (smaller side) of every matrix, ascending."""
-    k, rows, cols = stack.shape
+    _, rows, cols = stack.shape
     side = min(rows, cols)
     if side <= FLOAT64_MAX_SIDE:
         s = stack.astype(np.float64, copy=False)
@@ -148,8 +148,9 @@ def fit_power_law(values: np.ndarray, *, min_tail: int = MIN_TAIL) -> PowerLawFi
         coarse = np.unique(np.linspace(0, cand.size - 1, COARSE_CANDIDATES).round().astype(int))
         d_coarse = _ks_distances(logx, cand[coarse], alphas[coarse])
         best = coarse[np.argsort(d_coarse, kind="stable")[:REFINE_TOP]]
-        step = int(math.ceil(cand.size / COARSE_CANDIDATES))
-        pos = np.unique(np.concatenate([np.arange(max(0, p - step), min(cand.size, p + step + 1)) for p in best]))
+        step = math.ceil(cand.size / COARSE_CANDIDATES)
+        near = [np.arange(max(0, p - step), min(cand.size, p + step + 1)) for p in best]
+        pos = np.unique(np.concatenate(near))
     d = _ks_distances(logx, cand[pos], alphas[pos])
     b = int(np.argmin(d))
     i, alpha, n_tail = int(cand[pos[b]]), float(alphas[pos[b]]), int(m[pos[b]])

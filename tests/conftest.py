@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from reportgen.cli import main
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("SOURCE_DATE_EPOCH", "1767225600")  # 2026-01-01, so reports are reproducible
@@ -73,3 +75,44 @@ def digits_models(tmp_path_factory: pytest.TempPathFactory) -> DigitsModels:
         untrained_arrays={layer.name: layer.get_weights() for layer in untrained.layers if layer.weights},
         accuracy=accuracy,
     )
+
+
+DIGITS_CONFIG = """\
+title: "Digits CNN <script>alert(1)</script>"
+output: {out}
+models:
+  - name: untrained
+    path: {untrained}
+    layers:
+      - {{index: 0, label: first convolutional}}
+      - {{role: last Dense, label: last fully connected}}
+  - name: trained
+    path: {trained}
+    layers:
+      - {{index: 0, label: first convolutional}}
+      - {{role: last Dense, label: last fully connected}}
+  - name: "trained <script>alert(1)</script>"
+    path: {weights_h5}
+    init: glorot_uniform
+    layers:
+      - {{role: first Conv2D}}
+"""
+
+
+@pytest.fixture(scope="session")
+def built(digits_models, tmp_path_factory: pytest.TempPathFactory) -> Path:  # type: ignore[no-untyped-def]
+    """Build the digits report once for every test in this module."""
+    folder = tmp_path_factory.mktemp("e2e")
+    cfg = folder / "digits.yaml"
+    cfg.write_text(
+        DIGITS_CONFIG.format(
+            out=folder / "report",
+            untrained=digits_models.untrained_keras,
+            trained=digits_models.trained_keras,
+            weights_h5=digits_models.trained_weights_h5,
+        )
+    )
+    assert main(["build", str(cfg), "--quiet"]) == 0
+    return folder / "report"
+
+

@@ -10,46 +10,6 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from reportgen.cli import main
-
-CONFIG = """\
-title: "Digits CNN <script>alert(1)</script>"
-output: {out}
-models:
-  - name: untrained
-    path: {untrained}
-    layers:
-      - {{index: 0, label: first convolutional}}
-      - {{role: last Dense, label: last fully connected}}
-  - name: trained
-    path: {trained}
-    layers:
-      - {{index: 0, label: first convolutional}}
-      - {{role: last Dense, label: last fully connected}}
-  - name: "trained <script>alert(1)</script>"
-    path: {weights_h5}
-    init: glorot_uniform
-    layers:
-      - {{role: first Conv2D}}
-"""
-
-
-@pytest.fixture(scope="session")
-def built(digits_models, tmp_path_factory: pytest.TempPathFactory) -> Path:  # type: ignore[no-untyped-def]
-    """Build the digits report once for every test in this module."""
-    folder = tmp_path_factory.mktemp("e2e")
-    cfg = folder / "digits.yaml"
-    cfg.write_text(
-        CONFIG.format(
-            out=folder / "report",
-            untrained=digits_models.untrained_keras,
-            trained=digits_models.trained_keras,
-            weights_h5=digits_models.trained_weights_h5,
-        )
-    )
-    assert main(["build", str(cfg), "--quiet"]) == 0
-    return folder / "report"
-
 
 def test_outputs_written(built: Path) -> None:
     assert sorted(p.name for p in built.iterdir()) == [

@@ -168,7 +168,7 @@ class OnnxSource(WeightSource):
             if _TORCH_STYLE.match(t.name):
                 layer, param = split_name(t.name)
                 ft = FlatTensor(t.name, shape, dtypes[t.name], layer=layer, param=param, layout=layout)
-            elif node is not None:
+            elif node is not None and use is not None:
                 layer = node.name or f"{node.op_type}_{use[0]}"
                 param = declared[0] if declared else f"input{use[1]}"
                 role = declared[1] if declared else None
@@ -254,4 +254,3 @@ def _feeds(nodes: list[Any], node_layer: dict[int, str]) -> dict[str, tuple[str,
                 elif target not in found:
                     found.append(target)
     return {layer: tuple(found) for layer, found in found_by.items()}
-

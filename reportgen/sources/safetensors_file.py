@@ -239,8 +239,8 @@ class SafetensorsSource(WeightSource):
                 metadata.setdefault(key, value)
         if where is not None:
             for name, shard in where.items():
-                entry = self._entries.get(name)
-                if entry is None or entry.file != shard:
+                held = self._entries.get(name)
+                if held is None or held.file != shard:
                     raise SourceError(f"{index}: weight_map[{name!r}]: tensor not found in {shard.name}")
         self._layers = self._build_layers(metadata)
         description = f"{len(self._entries)} tensors" + (f" in {len(files)} shards" if len(files) > 1 else "")
@@ -329,7 +329,7 @@ def iter_file_chunks(
 
 def _pread_into(fd: int, out: np.ndarray, offset: int, file: Path, key: str) -> None:
     """Fill out from fd at offset, failing clearly if the file has shrunk since its header was read."""
-    view = memoryview(out)
+    view = out.data
     done = 0
     while done < len(view):
         got = os.preadv(fd, [view[done:]], offset + done)

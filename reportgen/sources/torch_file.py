@@ -5,7 +5,7 @@ from __future__ import annotations
 import pickle
 import re
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +13,9 @@ import ml_dtypes
 import numpy as np
 
 from reportgen.errors import SourceError
-from reportgen.sources.base import LayerInfo, SourceInfo, TensorRef, WeightSource
+from reportgen.sources.base import DEFAULT_CHUNK_ELEMS, LayerInfo, SourceInfo, TensorRef, WeightSource
 from reportgen.sources.naming import FlatTensor, group_layers
+from reportgen.sources.safetensors_file import iter_file_chunks
 
 MIN_TORCH = (2, 6)
 EXTRA_HINT = "pip install 'reportgen[torch]'"
@@ -126,6 +127,7 @@ class TorchSource(WeightSource):
         if not self.path.is_file():
             raise SourceError(f"{self.path}: no such file")
         self._torch = _import_torch(self.path)
+        self._mmap = zipfile.is_zipfile(self.path)
         tensors, container = _state_dict(_load(self._torch, self.path), self.path)
         self._tensors = tensors
         flat = []
@@ -138,7 +140,7 @@ class TorchSource(WeightSource):
             flat.append(FlatTensor(name, tuple(int(d) for d in t.shape), dtype, quant))
         # A state dict lists parameters in module registration order, which is the model's order.
         self._layers = group_layers(flat, layout="torch", order="appearance")
-        kind = "zip" if zipfile.is_zipfile(self.path) else "legacy pickle"
+        kind = "zip" if self._mmap else "legacy pickle"
         self.info = SourceInfo(
             format="pytorch",
             description=f"{len(tensors)} tensors from a PyTorch {kind} file ({container})",
@@ -150,13 +152,48 @@ class TorchSource(WeightSource):
         """Return every layer in state-dict order."""
         return list(self._layers)
 
-    def read(self, ref: TensorRef) -> np.ndarray:
-        """Return the tensor as a NumPy array (backed by the file's memory map for zip files)."""
+    def _tensor(self, ref: TensorRef) -> Any:
         try:
-            tensor = self._tensors[ref.key]
+            return self._tensors[ref.key]
         except KeyError:
             raise SourceError(f"{self.path}: tensor {ref.key!r}: not in this state dict") from None
-        return to_numpy(self._torch, tensor, f"{self.path}: tensor {ref.key!r}")
+
+    def read(self, ref: TensorRef) -> np.ndarray:
+        """Return the tensor as a NumPy array (backed by the file's memory map for zip files)."""
+        return to_numpy(self._torch, self._tensor(ref), f"{self.path}: tensor {ref.key!r}")
+
+    def iter_chunks(self, ref: TensorRef, max_elems: int = DEFAULT_CHUNK_ELEMS) -> Iterator[np.ndarray]:
+        """Yield the tensor flattened; a memory-mapped tensor is read from the file chunk by chunk."""
+        # Pages of torch's memory map stay resident once touched, so a 2 GB tensor walked through
+        # the map costs 2 GB of RSS; reading its bytes with pread keeps memory near one chunk.
+        tensor = self._tensor(ref)
+        arr = self.read(ref)
+        offset = self._file_offset(tensor, arr.nbytes) if self._mmap else None
+        if offset is None:
+            yield from super().iter_chunks(ref, max_elems)
+            return
+        yield from iter_file_chunks(self.path, offset, arr.size, arr.dtype, max_elems, ref.key)
+
+    def _file_offset(self, tensor: Any, nbytes: int) -> int | None:
+        """Return where a mapped tensor's bytes start in the file, or None when that cannot be shown."""
+        if nbytes == 0 or tensor.is_quantized or not tensor.is_contiguous():
+            return None
+        addr = int(tensor.data_ptr())
+        target = str(self.path.resolve())
+        try:
+            with open("/proc/self/maps", encoding="utf-8", errors="replace") as fh:
+                lines = fh.readlines()
+        except OSError:
+            return None
+        for line in lines:
+            parts = line.split(maxsplit=5)
+            if len(parts) < 6 or parts[5].strip() != target:
+                continue
+            start, end = (int(x, 16) for x in parts[0].split("-"))
+            if start <= addr and addr + nbytes <= end:
+                offset = addr - start + int(parts[2], 16)
+                return offset if offset + nbytes <= self.path.stat().st_size else None
+        return None
 
     def close(self) -> None:
         """Drop the tensors so the file's memory map can be released."""

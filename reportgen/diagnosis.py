@@ -1,0 +1,472 @@
+"""Is each layer trained? Compare tensors with their initializer, and raise alerts from the numbers."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from reportgen.initializers import InitDistribution
+from reportgen.sources.base import LayerInfo
+from reportgen.spectral import SpectralMetrics
+from reportgen.stats import TensorStats
+from reportgen.thresholds import DEFAULT, FLOAT16_MAX, Thresholds
+
+if TYPE_CHECKING:
+    from reportgen.analysis import TensorAnalysis
+
+STATUSES = ("at_init", "moved", "unknown_init", "no_weights")
+LABELS = {
+    "at_init": "at initialisation",
+    "moved": "trained (moved from init)",
+    "unknown_init": "initializer unknown",
+    "no_weights": "no weights read",
+}
+SEVERITIES = ("critical", "warning", "info")
+BOUNDED = ("uniform", "truncated_normal")
+WEIGHT_ROLES = ("kernel", "depthwise_kernel", "pointwise_kernel", "embedding", "recurrent_kernel")
+# Normalisations that subtract a per-channel mean over the batch, cancelling any per-channel bias before them.
+BATCH_NORMS = ("BatchNormalization", "SyncBatchNormalization", "BatchNorm1d", "BatchNorm2d", "BatchNorm3d")
+BN_BIAS_NOTE = "bias unused: BatchNormalization after it subtracts the batch mean, so its gradient is zero"
+_CHUNK = 1 << 22  # elements per float64 scratch chunk: 32 MiB
+
+
+@dataclass(frozen=True)
+class InitCheck:
+    """How well one tensor matches the distribution its initializer draws from."""
+
+    family: str  # uniform | normal | truncated_normal | orthogonal | constant
+    n_values: int  # finite values of the tensor
+    ks_sample: int  # values the KS test used (a seeded subsample of large tensors); 0 for constants
+    ks_stat: float  # KS distance D to the exact init CDF; NaN for constants
+    ks_pvalue: float
+    bound: float | None  # half-width around the mean counted as inside; None for constants
+    bound_rule: str  # "|w - mean| <= limit" (uniform, truncated normal) or "|w - mean| <= 3 std" (normal)
+    inside_share: float  # share of finite values inside the bound
+    expected_inside: float  # 1.0 for bounded families, 0.9973 within 3 std of a normal
+    std_ratio: float  # empirical std / theoretical std
+    mean_in_std: float  # (empirical mean - init mean) / theoretical std
+    kurtosis: float  # excess kurtosis of the data
+    expected_kurtosis: float  # of the init family: uniform -1.2, normal 0, truncated at 2 sigma -0.634
+    const_share: float | None = None  # constants only: share of values exactly equal to the constant
+
+    @property
+    def bounded(self) -> bool:
+        """Whether a fresh draw lies entirely inside the bound."""
+        return self.family in BOUNDED
+
+    @property
+    def kurtosis_change(self) -> float:
+        """Data kurtosis minus the family's: > 0 when training grew heavier tails."""
+        return self.kurtosis - self.expected_kurtosis
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Whether one layer still holds its initial weights, with the evidence."""
+
+    layer: str
+    class_name: str
+    status: str  # at_init | moved | unknown_init | no_weights
+    label: str  # short human label of the status
+    reason: str  # one line with the numbers behind the status
+    param: str | None  # the tensor the verdict rests on (the kernel where there is one)
+    evidence: InitCheck | None
+    moved_by: tuple[tuple[str, float], ...] = ()  # how far from init: std ratio, KS distance, kurtosis change
+    notes: tuple[str, ...] = ()  # explanations (e.g. a bias made unused by BatchNormalization)
+    hint: bool = False  # True when the reason is a guess without a known initializer
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One finding worth a reader's attention, with the numbers that raised it."""
+
+    code: str  # stable id, e.g. "at-init-in-trained-model", "non-finite", "dead-units"
+    severity: str  # critical | warning | info
+    model: str
+    layer: str
+    param: str | None
+    message: str  # one line: what is wrong and why it matters
+    numbers: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass(frozen=True)
+class ModelDiagnosis:
+    """Per-layer verdicts, the model's summary, and its alerts in severity then layer order."""
+
+    model: str
+    verdicts: tuple[Verdict, ...]
+    alerts: tuple[Alert, ...]
+    summary: str  # e.g. "13 of 16 layers look untrained (at initialisation)"
+    trained: bool | None  # majority of layers with a known init moved; None when no layer has one
+    at_init: int
+    moved: int
+    unknown_init: int
+    no_weights: int
+
+
+def expected_kurtosis(dist: InitDistribution) -> float:
+    """Return the excess kurtosis of one value drawn from the distribution."""
+    if dist.family == "uniform":
+        return -1.2
+    if dist.family == "normal":
+        return 0.0
+    if dist.family == "truncated_normal":
+        from scipy import stats as sps
+
+        cut = (dist.limit or 0.0) / (dist.base_std or 1.0)
+        return float(sps.truncnorm(-cut, cut).stats(moments="k"))
+    if dist.family == "orthogonal":
+        # An entry x of a Haar-orthogonal n-vector has x^2 ~ Beta(1/2, (n-1)/2): excess kurtosis -6/(n+2).
+        gain = float(dist.spec.param("gain", 1.0))
+        n = (gain / dist.std) ** 2 if dist.std > 0 else math.inf
+        return -6.0 / (n + 2.0)
+    return float("nan")
+
+
+def _chunks(flat: np.ndarray) -> list[np.ndarray]:
+    return [flat[i : i + _CHUNK] for i in range(0, flat.size, _CHUNK)]
+
+
+def _ks_sample(flat: np.ndarray, sample_size: int, seed: int) -> np.ndarray:
+    """Return the finite values, or a seeded subsample of them, as float64."""
+    if flat.size > sample_size:
+        idx = np.sort(np.random.default_rng(seed).choice(flat.size, size=sample_size, replace=False))
+        flat = flat[idx]
+    x = flat.astype(np.float64)
+    return x[np.isfinite(x)]
+
+
+def check_init(
+    values: np.ndarray,
+    dist: InitDistribution,
+    stats: TensorStats,
+    *,
+    sample_size: int = 200_000,
+    seed: int = 0,
+) -> InitCheck:
+    """Compare a tensor with its init distribution: KS test, bound share, scale, kurtosis."""
+    flat = np.asarray(values).reshape(-1)
+    n = stats.finite
+    nan = float("nan")
+    if dist.family == "constant":
+        const = np.asarray(dist.mean).astype(flat.dtype)
+        equal = sum(int(np.count_nonzero(c == const)) for c in _chunks(flat))
+        share = equal / flat.size if flat.size else nan
+        return InitCheck(
+            family="constant",
+            n_values=n,
+            ks_sample=0,
+            ks_stat=nan,
+            ks_pvalue=nan,
+            bound=None,
+            bound_rule="",
+            inside_share=share,
+            expected_inside=1.0,
+            std_ratio=nan,
+            mean_in_std=nan,
+            kurtosis=stats.kurtosis,
+            expected_kurtosis=nan,
+            const_share=share,
+        )
+    sample = _ks_sample(flat, sample_size, seed)
+    if sample.size:
+        from scipy import stats as sps
+
+        ks = sps.kstest(sample, dist.cdf)
+        d, p = float(ks.statistic), float(ks.pvalue)
+    else:
+        d = p = nan
+    if dist.family in BOUNDED and dist.limit is not None:
+        # float32 storage can put a value one ulp beyond a float64 limit.
+        bound, rule, expected = dist.limit * (1 + 1e-6), "|w - mean| <= limit", 1.0
+    else:
+        bound, rule, expected = 3.0 * dist.std, "|w - mean| <= 3 std", math.erf(3.0 / math.sqrt(2.0))
+    inside = 0
+    for c in _chunks(flat):
+        inside += int(np.count_nonzero(np.abs(c.astype(np.float64) - dist.mean) <= bound))
+    std_ratio = stats.std / dist.std if dist.std > 0 else nan
+    mean_in_std = (stats.mean - dist.mean) / dist.std if dist.std > 0 else nan
+    return InitCheck(
+        family=dist.family,
+        n_values=n,
+        ks_sample=int(sample.size),
+        ks_stat=d,
+        ks_pvalue=p,
+        bound=bound,
+        bound_rule=rule,
+        inside_share=inside / n if n else nan,
+        expected_inside=expected,
+        std_ratio=std_ratio,
+        mean_in_std=mean_in_std,
+        kurtosis=stats.kurtosis,
+        expected_kurtosis=expected_kurtosis(dist),
+    )
+
+
+def std_ratio_limits(check: InitCheck, t: Thresholds = DEFAULT) -> tuple[float, float]:
+    """Return the std-ratio band of a fresh draw, widened for small tensors by sampling error."""
+    # Standard error of a sample std relative to sigma: sqrt((excess kurtosis + 2) / (4 n)).
+    k = check.expected_kurtosis if math.isfinite(check.expected_kurtosis) else 0.0
+    se = math.sqrt(max(k + 2.0, 0.0) / (4.0 * max(check.n_values, 1)))
+    lo, hi = t.std_ratio_band
+    return min(lo, 1.0 - t.std_ratio_sampling_z * se), max(hi, 1.0 + t.std_ratio_sampling_z * se)
+
+
+def fresh_draw_failures(check: InitCheck, t: Thresholds = DEFAULT) -> list[str]:
+    """Return why the tensor is not a fresh draw from its init, one phrase per failed test; [] if it is."""
+    if check.family == "constant":
+        share = check.const_share if check.const_share is not None else 0.0
+        return [] if share >= 1.0 else [f"{1.0 - share:.1%} of values differ from the constant"]
+    out = []
+    if not math.isfinite(check.ks_pvalue):
+        out.append("no finite values to test")
+    elif check.ks_pvalue < t.ks_pvalue_floor:
+        out.append(f"KS D={check.ks_stat:.3f} (p={check.ks_pvalue:.2g} < {t.ks_pvalue_floor:g})")
+    lo, hi = std_ratio_limits(check, t)
+    if not lo <= check.std_ratio <= hi:
+        out.append(f"std ratio {check.std_ratio:.3g} outside [{lo:.2f}, {hi:.2f}]")
+    if check.bounded and not check.inside_share >= t.inside_bound_min:
+        out.append(f"{1.0 - check.inside_share:.2%} of values beyond the init bound {check.bound:.3g}")
+    return out
+
+
+def _primary(layer: LayerInfo, found: list[tuple[str, str, TensorAnalysis]]) -> tuple[str, TensorAnalysis]:
+    """Pick the tensor a layer's verdict rests on: its kernel, else a tensor with a known init."""
+    for role in WEIGHT_ROLES:
+        for name, r, ta in found:
+            if r == role:
+                return name, ta
+    for name, _, ta in found:
+        if ta.init is not None:
+            return name, ta
+    return found[0][0], found[0][2]
+
+
+def _unknown_hint(ta: TensorAnalysis, t: Thresholds) -> str:
+    k = ta.stats.kurtosis
+    if math.isfinite(k) and k > t.kurtosis_heavy:
+        text = f"kurtosis {k:.2g} suggests a trained, heavy-tailed layer"
+    elif math.isfinite(k) and k < t.kurtosis_uniform_like:
+        text = f"kurtosis {k:.2g} is flat like a uniform draw, suggesting an untrained layer"
+    elif math.isfinite(k):
+        text = f"kurtosis {k:.2g} is normal-like: a normal init or a lightly trained layer"
+    else:
+        text = "no finite values"
+    sp = ta.spectral
+    if isinstance(sp, SpectralMetrics) and math.isfinite(sp.alpha):
+        lo, hi = t.alpha_band
+        where = "inside" if lo <= sp.alpha <= hi else "outside"
+        text += f"; spectral alpha {sp.alpha:.2f} {where} the trained band [{lo:g}, {hi:g}]"
+    return f"no initializer known; {text} (hint)"
+
+
+def layer_verdict(
+    layer: LayerInfo, analyses: dict[tuple[str, str], TensorAnalysis], t: Thresholds = DEFAULT
+) -> Verdict:
+    """Decide whether one layer is still at its initialisation."""
+    keys = [(p, (layer.name, p.name)) for p in layer.params]
+    found = [(p.name, p.role, analyses[key]) for p, key in keys if key in analyses]
+    head = (layer.name, layer.class_name)
+    if not found:
+        reason = "no tensor of this layer was read"
+        return Verdict(*head, "no_weights", LABELS["no_weights"], reason, None, None)
+    param, ta = _primary(layer, found)
+    check = ta.init_check if isinstance(ta.init_check, InitCheck) else None
+    if ta.init is None:
+        reason = _unknown_hint(ta, t)
+        return Verdict(*head, "unknown_init", LABELS["unknown_init"], reason, param, None, hint=True)
+    kind = ta.init.spec.kind
+    if check is None:
+        reason = f"{param} has no finite values, so it is not a fresh {kind} draw"
+        return Verdict(*head, "moved", LABELS["moved"], reason, param, None)
+    failures = fresh_draw_failures(check, t)
+    if check.family == "constant":
+        share = check.const_share if check.const_share is not None else float("nan")
+        moved_by: tuple[tuple[str, float], ...] = (("changed_share", 1.0 - share),)
+        if not failures:
+            reason = f"{param} still exactly at its init {ta.init.mean:g} (all {ta.stats.count} values)"
+        else:
+            reason = f"{param} moved from its constant init {ta.init.mean:g}: {failures[0]}"
+    else:
+        moved_by = (
+            ("std_ratio", check.std_ratio),
+            ("ks_distance", check.ks_stat),
+            ("ks_pvalue", check.ks_pvalue),
+            ("kurtosis_change", check.kurtosis_change),
+        )
+        if not failures:
+            reason = (
+                f"{param} consistent with a fresh {kind} draw {ta.init.describe()}: "
+                f"KS p={check.ks_pvalue:.2g}, std ratio {check.std_ratio:.3f}"
+            )
+            if check.bounded:
+                reason += f", {check.inside_share:.1%} inside the bound"
+        else:
+            reason = (
+                f"{param} moved from its {kind} init: {'; '.join(failures)}; "
+                f"kurtosis {check.expected_kurtosis:.2f} -> {check.kurtosis:.2f}"
+            )
+    status = "moved" if failures else "at_init"
+    return Verdict(*head, status, LABELS[status], reason, param, check, moved_by)
+
+
+def _feeds_batch_norm(layer: LayerInfo, by_name: dict[str, LayerInfo]) -> bool:
+    for name in layer.feeds:
+        consumer = by_name.get(name) or by_name.get(name.rsplit("/", 1)[-1])
+        if consumer is not None and consumer.class_name in BATCH_NORMS:
+            return True
+    return False
+
+
+def _tensor_alerts(
+    model: str, layer: LayerInfo, ta: TensorAnalysis, verdict: Verdict, t: Thresholds
+) -> list[Alert]:
+    """Return the alerts raised by one tensor's own numbers."""
+    s, out = ta.stats, []
+
+    def alert(code: str, severity: str, message: str, *numbers: tuple[str, float]) -> None:
+        out.append(Alert(code, severity, model, layer.name, ta.param, message, tuple(numbers)))
+
+    if s.nan or s.inf:
+        msg = f"{s.nan} NaN and {s.inf} Inf values: any use of this layer yields NaN"
+        alert("non-finite", "critical", msg, ("nan", s.nan), ("inf", s.inf), ("count", s.count))
+    constant = s.finite > 1 and s.max == s.min
+    constant_init = ta.init is not None and ta.init.family == "constant"
+    if constant and ta.role in (*WEIGHT_ROLES, "gamma", "other") and not constant_init:
+        severity = "critical" if ta.role in WEIGHT_ROLES else "warning"
+        msg = f"all {s.count} values equal {s.min:g}: every unit computes the same, symmetry is never broken"
+        alert("constant-tensor", severity, msg, ("value", s.min), ("count", s.count))
+    if ta.dead_units and ta.units and not (constant and s.min == 0):
+        share = ta.dead_units / ta.units
+        severity = "warning" if share >= t.dead_unit_warning_share else "info"
+        msg = f"{ta.dead_units} of {ta.units} output units have all-zero weights and output only their bias"
+        numbers = (("dead_units", ta.dead_units), ("units", ta.units), ("share", share))
+        alert("dead-units", severity, msg, *numbers)
+    check = ta.init_check if isinstance(ta.init_check, InitCheck) else None
+    if check is not None and check.family != "constant" and math.isfinite(check.std_ratio) and not constant:
+        r = check.std_ratio
+        if r > t.exploding_scale_ratio:
+            msg = f"std is {r:.3g}x its init std (> {t.exploding_scale_ratio:g}x): the weights blew up"
+            alert("exploding-scale", "warning", msg, ("std_ratio", r), ("std", s.std))
+        elif r < t.collapsed_scale_ratio:
+            msg = f"std is {r:.3g}x its init std (< {t.collapsed_scale_ratio:g}x): the weights collapsed"
+            alert("collapsed-scale", "warning", msg, ("std_ratio", r), ("std", s.std))
+    if ta.role in WEIGHT_ROLES and s.std > 0:
+        factor = max(abs(s.max - s.mean), abs(s.min - s.mean)) / s.std
+        if factor > t.outlier_factor:
+            msg = f"max |w - mean| is {factor:.3g} std (> {t.outlier_factor:g}): a few weights set its range"
+            numbers = (("outlier_factor", factor), ("max_abs", s.max_abs), ("std", s.std))
+            alert("extreme-outliers", "warning", msg, *numbers)
+    if s.dtype == "float16" and s.finite:
+        sumsq = s.l2**2
+        if s.max_abs > t.fp16_margin * FLOAT16_MAX:
+            msg = f"max |w| {s.max_abs:.5g} is within {1 / t.fp16_margin:g}x of the float16 limit 65504"
+            alert("fp16-overflow-risk", "warning", msg, ("max_abs", s.max_abs), ("float16_max", FLOAT16_MAX))
+        elif sumsq > t.fp16_sumsq_max:
+            msg = f"sum of squares {sumsq:.4g} overflows a float16 accumulator (max {FLOAT16_MAX:g})"
+            alert("fp16-overflow-risk", "info", msg, ("sum_squares", sumsq), ("float16_max", FLOAT16_MAX))
+    sp = ta.spectral
+    if isinstance(sp, SpectralMetrics) and math.isfinite(sp.alpha) and verdict.status != "at_init":
+        lo, hi = t.alpha_band
+        if not lo <= sp.alpha <= hi:
+            why = "very heavy-tailed (over-fit?)" if sp.alpha < lo else "random-like (under-trained?)"
+            msg = f"spectral alpha {sp.alpha:.2f} outside [{lo:g}, {hi:g}]: {why}"
+            alert("alpha-out-of-band", "info", msg, ("alpha", sp.alpha), ("n_evals", sp.n_evals))
+    return out
+
+
+def _bias_findings(
+    model: str, layer: LayerInfo, ta: TensorAnalysis, verdict: Verdict, feeds_bn: bool
+) -> tuple[str | None, Alert | None]:
+    """Explain or flag a bias still exactly at its constant init; return (note, alert)."""
+    check = ta.init_check if isinstance(ta.init_check, InitCheck) else None
+    if ta.role != "bias" or check is None or check.family != "constant" or check.const_share != 1.0:
+        return None, None
+    if feeds_bn:
+        return BN_BIAS_NOTE, None
+    if verdict.status != "moved":
+        return None, None
+    value = ta.init.mean if ta.init is not None else 0.0
+    msg = f"bias still exactly at its init {value:g} although the {verdict.param} moved: frozen, or unused?"
+    numbers = (("value", value), ("count", float(ta.stats.count)))
+    return None, Alert("bias-at-init", "warning", model, layer.name, ta.param, msg, numbers)
+
+
+def _summary(at_init: int, moved: int, unknown: int, no_weights: int) -> str:
+    known = at_init + moved
+    if known == 0:
+        text = "no layer has a known initializer, so none can be compared with its initial state"
+    elif at_init == 0:
+        text = f"all {known} layers with a known initializer moved away from it"
+    elif moved == 0:
+        text = f"all {known} layers with a known initializer look untrained (at initialisation)"
+    else:
+        text = f"{at_init} of {known} layers look untrained (at initialisation)"
+    if known and unknown:
+        text += f"; {unknown} more have no known initializer"
+    if no_weights:
+        text += f"; {no_weights} were not read"
+    return text
+
+
+def diagnose_model(
+    model: str,
+    layers: list[LayerInfo],
+    analyses: dict[tuple[str, str], TensorAnalysis],
+    thresholds: Thresholds = DEFAULT,
+) -> ModelDiagnosis:
+    """Give every layer with parameters a verdict, summarise the model, and collect its alerts."""
+    t = thresholds
+    by_name = {layer.name: layer for layer in layers}
+    by_name.update({layer.name.rsplit("/", 1)[-1]: layer for layer in layers if "/" in layer.name})
+    verdicts: list[Verdict] = []
+    position: dict[str, int] = {}
+    ranked: list[tuple[int, int, Alert]] = []
+    for pos, layer in enumerate(layers):
+        if not layer.params:
+            continue
+        verdict = layer_verdict(layer, analyses, t)
+        feeds_bn = _feeds_batch_norm(layer, by_name)
+        notes = []
+        for p in layer.params:
+            ta = analyses.get((layer.name, p.name))
+            if ta is None:
+                continue
+            for a in _tensor_alerts(model, layer, ta, verdict, t):
+                ranked.append((SEVERITIES.index(a.severity), pos, a))
+            note, alert = _bias_findings(model, layer, ta, verdict, feeds_bn)
+            if note:
+                notes.append(note)
+            if alert:
+                ranked.append((SEVERITIES.index(alert.severity), pos, alert))
+        if notes:
+            verdict = replace(verdict, notes=verdict.notes + tuple(notes))
+        verdicts.append(verdict)
+        position[layer.name] = pos
+    counts = {s: sum(v.status == s for v in verdicts) for s in STATUSES}
+    known = counts["at_init"] + counts["moved"]
+    trained = counts["moved"] / known > t.trained_majority if known else None
+    if trained:
+        for v in (v for v in verdicts if v.status == "at_init"):
+            numbers = tuple((k, x) for k, x in v.moved_by if k in ("ks_pvalue", "std_ratio", "changed_share"))
+            msg = (
+                f"{v.layer} is still at initialisation while the model is trained: "
+                "frozen by mistake, or its weights were not loaded"
+            )
+            alert = Alert("at-init-in-trained-model", "critical", model, v.layer, v.param, msg, numbers)
+            ranked.append((0, position[v.layer], alert))
+    ranked.sort(key=lambda r: (r[0], r[1]))  # stable: within a layer, tensor order is kept
+    return ModelDiagnosis(
+        model=model,
+        verdicts=tuple(verdicts),
+        alerts=tuple(a for _, _, a in ranked),
+        summary=_summary(counts["at_init"], counts["moved"], counts["unknown_init"], counts["no_weights"]),
+        trained=trained,
+        at_init=counts["at_init"],
+        moved=counts["moved"],
+        unknown_init=counts["unknown_init"],
+        no_weights=counts["no_weights"],
+    )
