@@ -88,7 +88,7 @@ def main() -> None:
     """Print the timing table."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--scale", type=float, default=1.0, help="shrink the output dimension of every tensor")
+    parser.add_argument("--scale", type=float, default=1.0, help="shrink every tensor's last dimension")
     parser.add_argument("--blocks", action="store_true", help="also time compute_stats at other block sizes")
     args = parser.parse_args()
 

@@ -8,7 +8,7 @@ import numpy as np
 
 from reportgen.formatting import plain
 from reportgen.report_model import Comparison, Finding, ModelView
-from reportgen.selection import friendly
+from reportgen.selection import friendly, is_batchnorm
 
 _FAMILY_WORDS = {"uniform": "uniform", "normal": "normal", "truncated_normal": "truncated-normal"}
 
@@ -66,9 +66,7 @@ def _biases(m: ModelView) -> list[Finding]:
         if a is None or a.role != "bias":
             continue
         zero = a.stats.count > 0 and a.stats.zeros == a.stats.count
-        feeds_bn = any(
-            names[f].class_name == "BatchNormalization" for f in layer.feeds if f in names
-        )
+        feeds_bn = any(is_batchnorm(names[f].class_name) for f in layer.feeds if f in names)
         by_type.setdefault(layer.class_name, []).append((layer.name, zero, feeds_bn))
     for kind, rows in by_type.items():
         zeros = [r for r in rows if r[1]]

@@ -15,7 +15,9 @@ FRIENDLY = {
     "Conv1D": "1-D convolutional",
     "Conv2D": "convolutional",
     "Conv3D": "3-D convolutional",
+    "Conv1d": "1-D convolutional",
     "Conv2d": "convolutional",
+    "Conv3d": "3-D convolutional",
     "Conv": "convolutional",
     "DepthwiseConv2D": "depthwise convolutional",
     "SeparableConv2D": "separable convolutional",
@@ -23,6 +25,11 @@ FRIENDLY = {
     "Linear": "fully connected",
     "Gemm": "fully connected",
     "BatchNormalization": "batch-norm",
+    "BatchNorm": "batch-norm",
+    "LayerNorm": "layer-norm",
+    "LayerNormalization": "layer-norm",
+    "MatMul": "matrix-multiply",
+    "LSTM": "LSTM",
     "Embedding": "embedding",
 }
 
@@ -35,6 +42,16 @@ class Selected:
     params: tuple[TensorRef, ...]
     label: str  # e.g. "first convolutional" or the layer name
     selector: str  # how it was picked, e.g. "index -6"
+
+
+def is_normalization(class_name: str) -> bool:
+    """Return True for batch/layer normalisation layers of any framework."""
+    return class_name in ("BatchNormalization", "BatchNorm", "LayerNorm", "LayerNormalization")
+
+
+def is_batchnorm(class_name: str) -> bool:
+    """Return True for batch normalisation, which makes a preceding bias redundant."""
+    return class_name in ("BatchNormalization", "BatchNorm")
 
 
 def friendly(class_name: str) -> str:
@@ -56,7 +73,7 @@ def default_selectors(layers: list[LayerInfo]) -> list[LayerSelector]:
     """Return first/last of each weighted convolution and dense type present, in depth order."""
     seen: list[str] = []
     for layer in _with_weights(layers):
-        if layer.class_name in FRIENDLY and layer.class_name != "BatchNormalization":
+        if layer.class_name in FRIENDLY and not is_normalization(layer.class_name):
             if layer.class_name not in seen:
                 seen.append(layer.class_name)
     out: list[LayerSelector] = []

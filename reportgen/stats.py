@@ -76,8 +76,8 @@ class TensorStats:
 class _Totals:
     """Running results of pass 1 (mutable scratch inside one compute_stats call)."""
 
-    __slots__ = ("dtype", "count", "finite", "nan", "inf", "zeros", "lo", "hi", "sum_abs",
-                 "mean", "m2", "m3", "m4", "table")
+    __slots__ = ("count", "dtype", "finite", "hi", "inf", "lo", "m2", "m3", "m4", "mean", "nan", "sum_abs",
+                 "table", "zeros")
 
     def __init__(self) -> None:
         self.dtype: np.dtype | None = None
@@ -182,7 +182,7 @@ def _blocks(chunks: Iterable[np.ndarray], block: int) -> Iterator[np.ndarray]:
 
 def _table_uint(dt: np.dtype) -> type[np.unsignedinteger] | None:
     """Return the unsigned type whose bit patterns enumerate dt, or None when dt is wider than 16 bits."""
-    if dt.kind == "V" and dt.type.__module__.startswith("ml_dtypes") or dt.kind in "biuf":
+    if (dt.kind == "V" and dt.type.__module__.startswith("ml_dtypes")) or dt.kind in "biuf":
         if dt.itemsize == 1:
             return np.uint8
         if dt.itemsize == 2:
@@ -376,7 +376,7 @@ def _from_table(tot: _Totals, shape: tuple[int, ...], dtype: str, bins: int) -> 
     first, last = _histogram_range(tot.lo, tot.hi)
     edges = np.linspace(first, last, bins + 1)
     hist = np.bincount(_exact_bins(values, first, last, edges), weights=w, minlength=bins)
-    histogram = Histogram(tuple(edges.tolist()), tuple(int(round(h)) for h in hist))
+    histogram = Histogram(tuple(edges.tolist()), tuple(round(float(h)) for h in hist))
     return _make_stats(tot, shape, dtype, float(np.dot(w, values * values)), _quantiles(n, order_stat),
                        histogram)
 
@@ -400,7 +400,10 @@ def _from_passes(
         counts[_exact_bins(np.array([lo]), first, last, edges)[0]] = n
         return _make_stats(tot, shape, dtype, n * lo * lo, (lo, lo, lo), _hist(edges, counts))
     scale = bins / (hi - lo)
-    blocks = (lambda: _finite_blocks(_blocks(chunks(), block), tot.nan + tot.inf > 0))
+
+    def blocks() -> Iterator[np.ndarray]:
+        return _finite_blocks(_blocks(chunks(), block), tot.nan + tot.inf > 0)
+
     if n <= select_max or not math.isfinite(scale) or not math.isfinite(scale * _FINE_TARGET):
         values = np.empty(n)
         pos = 0
@@ -513,8 +516,10 @@ def _fine_pass(
     true = _round_up(edges[1:-1], domain)
     bad = np.flatnonzero(arith != true)
     # A few straddled edges: count the values between T and E by comparison, in the input's own type.
-    checks = [(i + 1, arith[i] < true[i], domain.type(min(arith[i], true[i])), domain.type(max(arith[i], true[i])))
-              for i in bad.tolist()] if bad.size <= _MAX_EDGE_CHECKS else []
+    checks = [
+        (i + 1, arith[i] < true[i], domain.type(min(arith[i], true[i])), domain.type(max(arith[i], true[i])))
+        for i in bad.tolist()
+    ] if bad.size <= _MAX_EDGE_CHECKS else []
     remask = bad.size > _MAX_EDGE_CHECKS
     fine = np.zeros(size + 1, dtype=np.int64)
     fixes = np.zeros(bins, dtype=np.int64)

@@ -34,7 +34,8 @@ def reference(values: np.ndarray, bins: int = BINS) -> dict[str, object]:
         "zeros": int((x == 0).sum()), "mean": np.mean(f), "std": np.std(f), "var": np.var(f),
         "min": lo, "max": hi, "median": med, "p01": p01, "p99": p99, "mean_abs": np.mean(np.abs(f)),
         "max_abs": np.max(np.abs(f)), "l2": np.sqrt(np.sum(f * f)),
-        "skewness": scipy.stats.skew(f, bias=True), "kurtosis": scipy.stats.kurtosis(f, fisher=True, bias=True),
+        "skewness": scipy.stats.skew(f, bias=True),
+        "kurtosis": scipy.stats.kurtosis(f, fisher=True, bias=True),
         "counts": counts, "edges": edges,
     }
 
@@ -200,7 +201,12 @@ def test_chunk_factory_equals_array_path(select_max: int) -> None:
 
     streamed = compute_stats(factory, shape=values.shape, dtype="float32", block=5000, select_max=select_max)
     direct = compute_stats(values, block=5000, select_max=select_max)
-    assert streamed == direct
+    # Block boundaries differ (chunks are cut, arrays are not), so moments may differ by rounding only.
+    rounding = ("mean", "std", "var", "l2", "mean_abs", "skewness", "kurtosis")
+    for key in rounding:
+        assert getattr(streamed, key) == pytest.approx(getattr(direct, key), rel=1e-12), key
+    same = [k for k in TensorStats.__dataclass_fields__ if k not in rounding]
+    assert [getattr(streamed, k) for k in same] == [getattr(direct, k) for k in same]
     assert len(calls) == (3 if select_max == 0 else 2)
     assert_matches(streamed, values)
 

@@ -1,0 +1,312 @@
+"""Verdicts and alerts on tensors whose history the test knows: fresh draws, edits, and a trained CNN."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from reportgen import initializers
+from reportgen.analysis import AnalysisOptions, analyze_tensor
+from reportgen.diagnosis import (
+    BN_BIAS_NOTE,
+    check_init,
+    diagnose_model,
+    expected_kurtosis,
+    fresh_draw_failures,
+    layer_verdict,
+)
+from reportgen.sources.base import InitSpec, LayerInfo, SourceInfo, TensorRef
+from reportgen.sources.keras_app import InMemorySource, describe_layers
+from reportgen.stats import compute_stats
+
+OPTIONS = AnalysisOptions(bins=20)
+
+
+def draw(spec: InitSpec, shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
+    """Draw a tensor with numpy from the distribution the spec defines (independently of Keras)."""
+    dist = initializers.distribution(spec, shape)
+    rng = np.random.default_rng(seed)
+    if dist.family == "uniform":
+        x = rng.uniform(dist.mean - dist.limit, dist.mean + dist.limit, shape)
+    elif dist.family == "truncated_normal":
+        x = sps.truncnorm.rvs(-2, 2, loc=dist.mean, scale=dist.base_std, size=shape, random_state=rng)
+    else:
+        x = rng.normal(dist.mean, dist.std, shape)
+    return x.astype(np.float32)
+
+
+def tensor(layer: str, name: str, role: str, values: np.ndarray, init: str | None, **params) -> TensorRef:
+    spec = InitSpec(init, tuple(sorted(params.items()))) if init else None
+    return TensorRef(f"{layer}/{name}", name, role, values.shape, str(values.dtype), spec)
+
+
+def build(spec: list[tuple[str, str, tuple[str, ...], list[tuple[str, str, np.ndarray, str | None]]]]):
+    """Make LayerInfo records and analyses from (layer, class, feeds, [(param, role, values, init)])."""
+    layers, arrays = [], {}
+    for index, (name, cls, feeds, params) in enumerate(spec):
+        refs = []
+        for pname, role, values, init in params:
+            refs.append(tensor(name, pname, role, values, init))
+            arrays[f"{name}/{pname}"] = values
+        layers.append(LayerInfo(name, cls, index, tuple(refs), feeds=feeds))
+    src = InMemorySource(SourceInfo("test", "built in the test"), layers, arrays)
+    analyses = {(lay.name, r.name): analyze_tensor(src, lay, r, OPTIONS) for lay in layers for r in lay.params}
+    return layers, analyses
+
+
+def dense(name: str, kernel: np.ndarray, init: str = "glorot_uniform", feeds: tuple[str, ...] = (), bias=None):
+    params = [("kernel", "kernel", kernel, init)]
+    if bias is not None:
+        params.append(("bias", "bias", bias, "zeros"))
+    return (name, "Dense" if kernel.ndim == 2 else "Conv2D", feeds, params)
+
+
+def codes(diag, code: str):
+    return [a for a in diag.alerts if a.code == code]
+
+
+FRESH = [
+    ("glorot_uniform", (3, 3, 32, 64)),
+    ("he_normal", (256, 128)),
+    ("glorot_normal", (3, 3, 16, 32)),
+    ("lecun_uniform", (512, 10)),
+    ("truncated_normal", (128, 256)),
+    ("random_normal", (64, 64)),
+]
+
+
+@pytest.mark.parametrize("kind,shape", FRESH)
+def test_fresh_draw_is_at_init_and_edited_copies_moved(kind, shape):
+    w = draw(InitSpec(kind), shape, seed=1)
+    layers, analyses = build([dense("l", w, kind)])
+    check = analyses[("l", "kernel")].init_check
+    assert fresh_draw_failures(check) == []
+    assert check.ks_pvalue > 1e-3 and abs(check.std_ratio - 1) < 0.05
+    if check.bounded:
+        assert check.inside_share == 1.0
+    assert layer_verdict(layers[0], analyses).status == "at_init"
+
+    layers, analyses = build([dense("l", w * 1.5, kind)])
+    v = layer_verdict(layers[0], analyses)
+    assert v.status == "moved" and "std ratio 1.5" in v.reason
+    assert dict(v.moved_by)["std_ratio"] == pytest.approx(1.5, rel=0.05)
+
+    # Same scale, added structure: a rank-1 pattern of +-0.3 std on top of the draw.
+    rng = np.random.default_rng(2)
+    sign = np.outer(rng.choice([-1, 1], w.shape[:-1]).reshape(-1), rng.choice([-1, 1], w.shape[-1])).reshape(w.shape)
+    structured = (w + 0.3 * w.std() * sign).astype(np.float32)
+    layers, analyses = build([dense("l", structured, kind)])
+    v = layer_verdict(layers[0], analyses)
+    assert v.status == "moved" and "KS" in v.reason
+
+
+def test_expected_kurtosis_matches_independent_integration():
+    grid = np.linspace(-2, 2, 200_001)
+    pdf = np.exp(-(grid**2) / 2)
+    m2 = np.trapezoid(grid**2 * pdf, grid) / np.trapezoid(pdf, grid)
+    m4 = np.trapezoid(grid**4 * pdf, grid) / np.trapezoid(pdf, grid)
+    trunc = initializers.distribution(InitSpec("he_normal"), (100, 10))
+    assert expected_kurtosis(trunc) == pytest.approx(m4 / m2**2 - 3, abs=1e-6)
+    assert expected_kurtosis(trunc) == pytest.approx(-0.6345, abs=1e-4)
+    assert expected_kurtosis(initializers.distribution(InitSpec("he_uniform"), (100, 10))) == -1.2
+    assert expected_kurtosis(initializers.distribution(InitSpec("random_normal"), (100, 10))) == 0.0
+
+
+def test_large_tensor_is_subsampled_deterministically():
+    w = draw(InitSpec("glorot_uniform"), (1000, 1000), seed=3)
+    dist = initializers.distribution(InitSpec("glorot_uniform"), w.shape)
+    stats = compute_stats(w)
+    a = check_init(w, dist, stats, sample_size=50_000)
+    b = check_init(w, dist, stats, sample_size=50_000)
+    assert a.ks_sample == 50_000 and a.n_values == 1_000_000
+    assert a == b and fresh_draw_failures(a) == []
+    moved = check_init(w * 1.05, dist, compute_stats(w * 1.05), sample_size=50_000)
+    assert moved.ks_pvalue < 1e-3 and moved.inside_share < 0.99
+
+
+def test_constant_init_share():
+    zeros = np.zeros(64, np.float32)
+    dist = initializers.distribution(InitSpec("zeros"), zeros.shape)
+    assert check_init(zeros, dist, compute_stats(zeros)).const_share == 1.0
+    zeros[:16] = 0.01
+    check = check_init(zeros, dist, compute_stats(zeros))
+    assert check.const_share == 0.75 and fresh_draw_failures(check) == ["25.0% of values differ from the constant"]
+
+
+# ---------------------------------------------------------------- alerts from the numbers
+
+
+def test_fresh_model_raises_no_alerts():
+    k = draw(InitSpec("glorot_uniform"), (3, 3, 8, 16))
+    diag = diagnose_model("m", *build([dense("a", k, bias=np.zeros(16, np.float32))]))
+    assert diag.alerts == ()
+    assert diag.summary == "all 1 layers with a known initializer look untrained (at initialisation)"
+    assert diag.trained is False
+
+
+def test_nan_is_critical():
+    k = draw(InitSpec("glorot_uniform"), (64, 32))
+    k[3, 4] = np.nan
+    (alert,) = codes(diagnose_model("m", *build([dense("a", k)])), "non-finite")
+    assert alert.severity == "critical" and dict(alert.numbers)["nan"] == 1
+    assert (alert.model, alert.layer, alert.param) == ("m", "a", "kernel")
+
+
+def test_all_zero_kernel_is_constant_not_dead_units():
+    diag = diagnose_model("m", *build([dense("a", np.zeros((3, 3, 4, 8), np.float32))]))
+    (alert,) = codes(diag, "constant-tensor")
+    assert alert.severity == "critical"
+    assert codes(diag, "dead-units") == []
+
+
+def test_three_dead_filters():
+    k = draw(InitSpec("glorot_uniform"), (3, 3, 8, 16))
+    k[..., [2, 7, 11]] = 0.0
+    (alert,) = codes(diagnose_model("m", *build([dense("a", k)])), "dead-units")
+    assert dict(alert.numbers)["dead_units"] == 3 and dict(alert.numbers)["units"] == 16
+    assert alert.severity == "warning"
+
+
+@pytest.mark.parametrize("factor,code", [(20.0, "exploding-scale"), (0.05, "collapsed-scale")])
+def test_scale_against_init(factor, code):
+    k = draw(InitSpec("he_normal"), (128, 64)) * factor
+    (alert,) = codes(diagnose_model("m", *build([dense("a", k, "he_normal")])), code)
+    assert dict(alert.numbers)["std_ratio"] == pytest.approx(factor, rel=0.05)
+
+
+def test_one_huge_outlier():
+    k = draw(InitSpec("glorot_uniform"), (256, 128))
+    k[5, 5] = 50 * k.std()
+    (alert,) = codes(diagnose_model("m", *build([dense("a", k)])), "extreme-outliers")
+    assert dict(alert.numbers)["outlier_factor"] > 40
+
+
+def test_float16_overflow_risk():
+    k = draw(InitSpec("he_normal"), (64, 64)).astype(np.float16)
+    k[0, 0] = 60000.0
+    (alert,) = codes(diagnose_model("m", *build([dense("a", k, "he_normal")])), "fp16-overflow-risk")
+    assert alert.severity == "warning" and dict(alert.numbers)["max_abs"] == 60000.0
+    same32 = k.astype(np.float32)
+    assert codes(diagnose_model("m", *build([dense("a", same32, "he_normal")])), "fp16-overflow-risk") == []
+
+
+def test_zero_bias_before_batchnorm_is_explained_and_elsewhere_flagged():
+    moved = draw(InitSpec("glorot_uniform"), (3, 3, 8, 16)) * 1.5
+    bias = np.zeros(16, np.float32)
+    bn = ("bn", "BatchNormalization", (), [("gamma", "gamma", np.ones(16, np.float32), "ones")])
+    diag = diagnose_model("m", *build([dense("conv", moved, feeds=("bn",), bias=bias), bn]))
+    assert codes(diag, "bias-at-init") == []
+    assert BN_BIAS_NOTE in diag.verdicts[0].notes and diag.verdicts[0].status == "moved"
+    relu = ("act", "ReLU", (), [])
+    diag = diagnose_model("m", *build([dense("conv", moved, feeds=("act",), bias=bias), relu]))
+    (alert,) = codes(diag, "bias-at-init")
+    assert alert.param == "bias" and alert.severity == "warning"
+    assert diag.verdicts[0].notes == ()
+
+
+def test_model_summary_order_and_at_init_alert():
+    g = InitSpec("glorot_uniform")
+    bad = draw(g, (32, 16), seed=4) * 1.5
+    bad[0, 0] = np.nan
+    outlier = draw(g, (256, 64), seed=5) * 1.5
+    outlier[1, 1] = 100 * outlier.std()
+    spec = [
+        dense("a", draw(g, (64, 32), seed=3)),  # untouched
+        dense("b", outlier),
+        dense("c", bad),
+        dense("d", draw(g, (16, 10), seed=6) * 2.0),
+        ("flat", "Flatten", (), []),
+    ]
+    diag = diagnose_model("m", *build(spec))
+    assert [v.status for v in diag.verdicts] == ["at_init", "moved", "moved", "moved"]
+    assert diag.trained is True
+    assert diag.summary == "1 of 4 layers look untrained (at initialisation)"
+    head = [(a.severity, a.code, a.layer) for a in diag.alerts[:3]]
+    assert head == [
+        ("critical", "at-init-in-trained-model", "a"),
+        ("critical", "non-finite", "c"),
+        ("warning", "extreme-outliers", "b"),
+    ]
+    rank = {"critical": 0, "warning": 1, "info": 2}
+    assert [rank[a.severity] for a in diag.alerts] == sorted(rank[a.severity] for a in diag.alerts)
+
+
+def test_all_moved_summary():
+    g = InitSpec("glorot_uniform")
+    diag = diagnose_model("m", *build([dense("a", draw(g, (64, 32)) * 2), dense("b", draw(g, (32, 8)) * 3)]))
+    assert diag.summary == "all 2 layers with a known initializer moved away from it"
+    assert codes(diag, "at-init-in-trained-model") == []
+
+
+def test_unknown_init_gives_an_honest_hint():
+    rng = np.random.default_rng(8)
+    heavy = (rng.standard_t(3, (256, 128)) * 0.02).astype(np.float32)
+    flat = rng.uniform(-0.1, 0.1, (256, 128)).astype(np.float32)
+    diag = diagnose_model("m", *build([dense("h", heavy, None), dense("u", flat, None)]))
+    h, u = diag.verdicts
+    assert h.status == "unknown_init" and h.hint and "heavy-tailed" in h.reason and h.reason.endswith("(hint)")
+    assert "uniform" in u.reason and u.evidence is None
+    assert diag.trained is None and diag.unknown_init == 2
+
+
+def test_layer_with_unread_params_has_no_weights():
+    k = draw(InitSpec("glorot_uniform"), (8, 4))
+    layers, analyses = build([dense("a", k)])
+    assert layer_verdict(layers[0], {}).status == "no_weights"
+    assert diagnose_model("m", layers, {}).no_weights == 1
+
+
+# ---------------------------------------------------------------- a CNN trained in the test
+
+
+@pytest.fixture(scope="module")
+def digits_cnn():
+    """Train a small CNN on scikit-learn's 8x8 digits for 3 epochs with conv2 frozen at init."""
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    keras = pytest.importorskip("keras")
+    from sklearn.datasets import load_digits
+
+    keras.utils.set_random_seed(0)
+    x, y = load_digits(return_X_y=True)
+    x = (x / 16.0).reshape(-1, 8, 8, 1).astype("float32")
+    layers = keras.layers
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            layers.Conv2D(8, 3, activation="relu", name="conv1"),
+            layers.Conv2D(16, 3, activation="relu", name="conv2", trainable=False),
+            layers.Flatten(name="flatten"),
+            layers.Dense(32, activation="relu", name="fc1"),
+            layers.Dense(10, activation="softmax", name="out"),
+        ]
+    )
+    model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    history = model.fit(x, y, epochs=3, batch_size=32, verbose=0)
+    infos, arrays = describe_layers(model)
+    src = InMemorySource(SourceInfo("keras-application", "digits CNN"), infos, arrays)
+    analyses = {(lay.name, r.name): analyze_tensor(src, lay, r, OPTIONS) for lay in infos for r in lay.params}
+    return infos, analyses, history.history["accuracy"][-1]
+
+
+def test_trained_cnn_with_one_frozen_layer(digits_cnn):
+    layers, analyses, accuracy = digits_cnn
+    assert accuracy > 0.85  # the other layers really did learn
+    diag = diagnose_model("digits", layers, analyses)
+    status = {v.layer: v.status for v in diag.verdicts}
+    assert status == {"conv1": "moved", "conv2": "at_init", "fc1": "moved", "out": "moved"}
+    assert diag.trained is True
+    assert diag.summary == "1 of 4 layers look untrained (at initialisation)"
+    (alert,) = codes(diag, "at-init-in-trained-model")
+    assert (alert.layer, alert.severity, alert.param) == ("conv2", "critical", "kernel")
+    assert diag.alerts[0] == alert
+    # The frozen layer's zero bias is consistent with its frozen kernel, so it is not flagged.
+    assert [a.layer for a in codes(diag, "bias-at-init")] == []
+    moved = {v.layer: dict(v.moved_by) for v in diag.verdicts if v.status == "moved"}
+    assert all(m["ks_pvalue"] < 1e-3 or not 0.9 <= m["std_ratio"] <= 1.1 for m in moved.values())
+    frozen = next(v for v in diag.verdicts if v.layer == "conv2").evidence
+    assert frozen.ks_pvalue > 1e-3 and math.isclose(frozen.std_ratio, 1.0, abs_tol=0.1)
