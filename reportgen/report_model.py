@@ -148,7 +148,8 @@ def find_comparisons(models: tuple[ModelView, ...] | list[ModelView]) -> list[Co
                     found = other.analysis(a.layer, a.param)
                     if found is not None and found.stats.shape == a.stats.shape:
                         entries.append((other.name, found))
-                if len(entries) > 1:
+                # All-constant tensors (e.g. zero biases everywhere) have nothing to overlay.
+                if len(entries) > 1 and any(e[1].stats.std > 0 for e in entries):
                     seen.add(key)
                     out.append(Comparison(a.layer, a.param, view.selected.label, tuple(entries)))
     return out
