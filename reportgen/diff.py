@@ -24,7 +24,7 @@ STD_RATIO_BAND = (0.5, 2.0)
 # ||W_new - W_old|| / ||W_old|| above this: the tensor moved by more than half its own size.
 REL_CHANGE_ALERT = 0.5
 # Verdict moves that mean a layer lost its training between releases.
-VERDICT_REGRESSIONS = frozenset()
+VERDICT_REGRESSIONS = frozenset({("moved", "at_init")})
 # How many of the most changed tensors get an overlaid histogram.
 TOP_N = 6
 
@@ -339,7 +339,7 @@ def weight_change(old_chunks: Iterable[np.ndarray], new_chunks: Iterable[np.ndar
         dd += float(np.dot(d, d))
     if not all(math.isfinite(x) for x in (oo, nn, on, dd)):
         return None, None, None
-    rel = math.sqrt(dd) / math.sqrt(nn) if oo > 0 else None
+    rel = math.sqrt(dd) / math.sqrt(oo) if oo > 0 else None
     cos = on / math.sqrt(oo * nn) if oo > 0 and nn > 0 else None
     # Rounding can push a cosine of identical tensors a hair past 1.
     return rel, math.sqrt(dd), None if cos is None else max(-1.0, min(1.0, cos))

@@ -1,0 +1,91 @@
+"""stats.json against its JSON Schema, and reading a document from an earlier schema version."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+jsonschema = pytest.importorskip("jsonschema")
+
+from reportgen.cli import main  # noqa: E402
+from reportgen.diff import compute_diff, load_stats  # noqa: E402
+from reportgen.render.json_report import SCHEMA_VERSION  # noqa: E402
+from reportgen.schema import stats_schema, validate_stats  # noqa: E402
+
+V09 = Path(__file__).parent / "data" / "stats-v0.9.json"
+
+
+def _errors(doc: Any) -> list[str]:
+    validator = jsonschema.Draft202012Validator(stats_schema())
+    return sorted("/".join(map(str, e.absolute_path)) + ": " + e.message for e in validator.iter_errors(doc))
+
+
+def test_schema_is_valid_draft_2020_12() -> None:
+    schema = stats_schema()
+    jsonschema.Draft202012Validator.check_schema(schema)
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    assert schema["properties"]["schema_version"]["const"] == SCHEMA_VERSION
+
+
+def test_built_stats_json_validates(built: Path) -> None:
+    doc = json.loads((built / "stats.json").read_text())
+    assert _errors(doc) == []
+    # the schema is strict enough to catch drift: a renamed, a missing and a mistyped field
+    bad = copy.deepcopy(doc)
+    layer = next(x for x in bad["models"][0]["layers"] if x["params"])
+    layer["params"][0]["stats"]["stdev"] = layer["params"][0]["stats"].pop("std")
+    del bad["models"][0]["layers"][0]["verdict"]
+    bad["models"][0]["param_count"] = "many"
+    errors = _errors(bad)
+    assert any("'std' is a required property" in e for e in errors), errors
+    assert any("'stdev' was unexpected" in e for e in errors), errors
+    assert any("'verdict' is a required property" in e for e in errors), errors
+    assert any(e.startswith("models/0/param_count:") for e in errors), errors
+
+
+def test_verdict_status_is_an_enum(built: Path) -> None:
+    doc = json.loads((built / "stats.json").read_text())
+    layer = next(x for x in doc["models"][0]["layers"] if x["verdict"])
+    layer["verdict"]["status"] = "trained-ish"
+    with pytest.raises(jsonschema.ValidationError, match="trained-ish"):
+        validate_stats(doc)
+
+
+def test_v09_is_upgraded_on_load() -> None:
+    raw = json.loads(V09.read_text())
+    assert raw["schema_version"] == "0.9"
+    errors = _errors(raw)
+    # The documented 0.9 -> 1.0 differences, and nothing else:
+    assert any("schema_version" in e for e in errors)
+    assert any("'p01' is a required property" in e for e in errors)
+    assert any("'verdict' is a required property" in e for e in errors)
+    doc = load_stats(V09)
+    assert doc.pop("_origin") == {"path": str(V09), "schema_version": "0.9"}
+    assert _errors(doc) == []
+    stats = doc["models"][0]["layers"][0]["params"][0]["stats"]
+    assert stats["p01"] is None and stats["p99"] is None
+    assert doc["models"][0]["layers"][0]["verdict"] is None
+
+
+def test_diff_v09_against_current(built: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # One model per side, so the archived model pairs with the current one despite its name.
+    current = json.loads((built / "stats.json").read_text())
+    current["models"] = [m for m in current["models"] if m["name"] == "trained"]
+    (tmp_path / "stats.json").write_text(json.dumps(current))
+    assert main(["diff", str(V09), str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "model digits-0.9 → trained" in out
+    assert "removed layers: fc_old" in out
+    assert "old weights not compared: /archive/v0.9/digits.keras is missing" in out
+    d = compute_diff(load_stats(V09), load_stats(tmp_path), old_label="v0.9", new_label="now")
+    (m,) = d.models
+    assert d.old.schema_version == "0.9" and d.new.schema_version == "1.0"
+    assert [(t.layer, t.param) for t in m.tensors] == [
+        ("conv1", "kernel"), ("conv1", "bias"), ("fc1", "kernel"), ("fc1", "bias"),
+    ]
+    assert m.verdict_changes == ()  # 0.9 had no verdicts: nothing to compare, nothing invented
+    assert {(o.layer, o.param) for o in d.overlays} == {("conv1", "kernel"), ("fc1", "kernel")}
