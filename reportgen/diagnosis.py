@@ -100,7 +100,7 @@ class ModelDiagnosis:
     verdicts: tuple[Verdict, ...]
     alerts: tuple[Alert, ...]
     summary: str  # e.g. "13 of 16 layers look untrained (at initialisation)"
-    trained: bool | None  # majority of layers with a known init moved; None when no layer has one
+    looks_trained: bool | None  # most layers with a known init moved; None when no layer has one
     at_init: int
     moved: int
     unknown_init: int
@@ -467,7 +467,7 @@ def diagnose_model(
         verdicts=tuple(verdicts),
         alerts=tuple(a for _, _, a in ranked),
         summary=_summary(counts["at_init"], counts["moved"], counts["unknown_init"], counts["no_weights"]),
-        trained=trained,
+        looks_trained=trained,
         at_init=counts["at_init"],
         moved=counts["moved"],
         unknown_init=counts["unknown_init"],

@@ -7,6 +7,7 @@ import json
 import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -266,7 +267,11 @@ def _match_models(
     by_name = {m["name"]: m for m in old}
     pairs = [(by_name[m["name"]], m) for m in new if m["name"] in by_name]
     paired = {m["name"] for _, m in pairs}
-    return pairs, [m["name"] for m in old if m["name"] not in paired], [m["name"] for m in new if m["name"] not in paired]
+    return (
+        pairs,
+        [m["name"] for m in old if m["name"] not in paired],
+        [m["name"] for m in new if m["name"] not in paired],
+    )
 
 
 def _file_ok(entry: dict[str, Any], base: Path | None) -> Path | None:
@@ -284,6 +289,13 @@ def _file_ok(entry: dict[str, Any], base: Path | None) -> Path | None:
 
 
 def _sha256(path: Path) -> str:
+    st = path.stat()
+    return _sha256_cached(str(path), st.st_mtime_ns, st.st_size)
+
+
+@lru_cache(maxsize=64)
+def _sha256_cached(path: str, _mtime_ns: int, _size: int) -> str:
+    # Several models often share one file; mtime and size in the key notice a rewrite.
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         while block := fh.read(_HASH_BLOCK):
@@ -326,9 +338,9 @@ def _aligned(a: Iterable[np.ndarray], b: Iterable[np.ndarray]) -> Iterator[tuple
         xa, xb = xa[n:], xb[n:]
 
 
-def weight_change(old_chunks: Iterable[np.ndarray], new_chunks: Iterable[np.ndarray]) -> tuple[
-    float | None, float | None, float | None
-]:
+def weight_change(
+    old_chunks: Iterable[np.ndarray], new_chunks: Iterable[np.ndarray]
+) -> tuple[float | None, float | None, float | None]:
     """Return (relative Frobenius change, absolute change, cosine similarity) of two streams."""
     oo = nn = on = dd = 0.0
     for o, n in _aligned(old_chunks, new_chunks):
@@ -346,7 +358,9 @@ def weight_change(old_chunks: Iterable[np.ndarray], new_chunks: Iterable[np.ndar
 
 
 def _compare_weights(
-    old_model: dict[str, Any], new_model: dict[str, Any], wanted: list[tuple[str, str, tuple[int, ...]]],
+    old_model: dict[str, Any],
+    new_model: dict[str, Any],
+    wanted: list[tuple[str, str, tuple[int, ...]]],
     bases: tuple[Path | None, Path | None],
 ) -> tuple[dict[tuple[str, str], tuple[float | None, float | None, float | None]], str]:
     """Reopen both models' weight files and compare the wanted tensors value by value."""
@@ -373,25 +387,44 @@ def _compare_weights(
     return out, f"weights compared from {old_path.name} and {new_path.name}"
 
 
-def _tensor_diff(layer: str, po: dict[str, Any], pn: dict[str, Any],
-                 change: tuple[float | None, float | None, float | None] | None) -> TensorDiff:
+def _tensor_diff(
+    layer: str,
+    po: dict[str, Any],
+    pn: dict[str, Any],
+    change: tuple[float | None, float | None, float | None] | None,
+) -> TensorDiff:
     so, sn = po.get("stats") or {}, pn.get("stats") or {}
     mo, mn = _num(so.get("mean")), _num(sn.get("mean"))
     do, dn = _num(so.get("std")), _num(sn.get("std"))
     xo, xn = _num(so.get("max_abs")), _num(sn.get("max_abs"))
     rel, dist, cos = change if change is not None else (None, None, None)
     return TensorDiff(
-        layer=layer, param=pn["name"], role=pn.get("role") or "other", shape=tuple(pn.get("shape") or ()),
-        mean_old=mo, mean_new=mn, mean_delta=_sub(mn, mo),
-        std_old=do, std_new=dn, std_ratio=_ratio(dn, do),
-        max_abs_old=xo, max_abs_new=xn, max_abs_delta=_sub(xn, xo),
-        rel_change=rel, abs_change=dist, cosine=cos,
-        nonfinite_old=_nonfinite(so), nonfinite_new=_nonfinite(sn),
+        layer=layer,
+        param=pn["name"],
+        role=pn.get("role") or "other",
+        shape=tuple(pn.get("shape") or ()),
+        mean_old=mo,
+        mean_new=mn,
+        mean_delta=_sub(mn, mo),
+        std_old=do,
+        std_new=dn,
+        std_ratio=_ratio(dn, do),
+        max_abs_old=xo,
+        max_abs_new=xn,
+        max_abs_delta=_sub(xn, xo),
+        rel_change=rel,
+        abs_change=dist,
+        cosine=cos,
+        nonfinite_old=_nonfinite(so),
+        nonfinite_new=_nonfinite(sn),
     )
 
 
 def compare_models(
-    old: dict[str, Any], new: dict[str, Any], *, weights: bool = True,
+    old: dict[str, Any],
+    new: dict[str, Any],
+    *,
+    weights: bool = True,
     bases: tuple[Path | None, Path | None] = (None, None),
 ) -> ModelDiff:
     """Compare one pair of models from two stats documents."""
@@ -417,10 +450,14 @@ def compare_models(
             if q is None:
                 add_t.append(TensorRefDiff(name, pname, None, tuple(p.get("shape") or ())))
             elif list(q.get("shape") or ()) != list(p.get("shape") or ()):
-                reshaped.append(TensorRefDiff(name, pname, tuple(q.get("shape") or ()), tuple(p.get("shape") or ())))
+                reshaped.append(
+                    TensorRefDiff(name, pname, tuple(q.get("shape") or ()), tuple(p.get("shape") or ()))
+                )
             else:
                 matched.append((name, q, p))
-        rem_t += [TensorRefDiff(name, n, tuple(q.get("shape") or ()), None) for n, q in po.items() if n not in pn]
+        rem_t += [
+            TensorRefDiff(name, n, tuple(q.get("shape") or ()), None) for n, q in po.items() if n not in pn
+        ]
     changes: dict[tuple[str, str], tuple[float | None, float | None, float | None]] = {}
     note = "weights not compared (statistics only)"
     if weights and matched:
@@ -428,10 +465,18 @@ def compare_models(
         changes, note = _compare_weights(old, new, wanted, bases)
     tensors = tuple(_tensor_diff(layer, q, p, changes.get((layer, p["name"]))) for layer, q, p in matched)
     return ModelDiff(
-        old_name=old["name"], new_name=new["name"], added_layers=added, removed_layers=removed,
-        retyped_layers=tuple(retyped), added_tensors=tuple(add_t), removed_tensors=tuple(rem_t),
-        reshaped_tensors=tuple(reshaped), tensors=tensors, verdict_changes=tuple(verdicts),
-        weights_compared=len(changes), weights_note=note,
+        old_name=old["name"],
+        new_name=new["name"],
+        added_layers=added,
+        removed_layers=removed,
+        retyped_layers=tuple(retyped),
+        added_tensors=tuple(add_t),
+        removed_tensors=tuple(rem_t),
+        reshaped_tensors=tuple(reshaped),
+        tensors=tensors,
+        verdict_changes=tuple(verdicts),
+        weights_compared=len(changes),
+        weights_note=note,
     )
 
 
@@ -441,25 +486,62 @@ def model_alerts(m: ModelDiff) -> list[DiffAlert]:
     lo, hi = STD_RATIO_BAND
     for v in m.verdict_changes:
         if v.regression:
-            out.append(DiffAlert("critical", "verdict_regression", m.new_name, v.layer, None,
-                                 f"verdict went from {v.old} to {v.new}"))
+            out.append(
+                DiffAlert(
+                    "critical",
+                    "verdict_regression",
+                    m.new_name,
+                    v.layer,
+                    None,
+                    f"verdict went from {v.old} to {v.new}",
+                )
+            )
     for t in m.tensors:
         if t.nonfinite_new and not t.nonfinite_old:
-            out.append(DiffAlert("critical", "nonfinite_appeared", m.new_name, t.layer, t.param,
-                                 f"{t.nonfinite_new} NaN/Inf values appeared"))
+            out.append(
+                DiffAlert(
+                    "critical",
+                    "nonfinite_appeared",
+                    m.new_name,
+                    t.layer,
+                    t.param,
+                    f"{t.nonfinite_new} NaN/Inf values appeared",
+                )
+            )
         if t.std_ratio is not None and not lo <= t.std_ratio <= hi:
-            out.append(DiffAlert("warning", "std_shift", m.new_name, t.layer, t.param,
-                                 f"std changed {t.std_ratio:.3g}× (outside [{lo:g}, {hi:g}])"))
+            out.append(
+                DiffAlert(
+                    "warning",
+                    "std_shift",
+                    m.new_name,
+                    t.layer,
+                    t.param,
+                    f"std changed {t.std_ratio:.3g}× (outside [{lo:g}, {hi:g}])",
+                )
+            )
         if t.rel_change is not None and t.rel_change > REL_CHANGE_ALERT:
-            out.append(DiffAlert("warning", "large_change", m.new_name, t.layer, t.param,
-                                 f"relative change {t.rel_change:.3g} > {REL_CHANGE_ALERT:g}"))
+            out.append(
+                DiffAlert(
+                    "warning",
+                    "large_change",
+                    m.new_name,
+                    t.layer,
+                    t.param,
+                    f"relative change {t.rel_change:.3g} > {REL_CHANGE_ALERT:g}",
+                )
+            )
     return out
 
 
 def _side(doc: dict[str, Any], label: str) -> Side:
     origin = doc.get("_origin") or {}
-    return Side(label, doc.get("title"), doc.get("generated_at"),
-                str(origin.get("schema_version", doc.get("schema_version"))), len(doc.get("models", [])))
+    return Side(
+        label,
+        doc.get("title"),
+        doc.get("generated_at"),
+        str(origin.get("schema_version", doc.get("schema_version"))),
+        len(doc.get("models", [])),
+    )
 
 
 def _base(doc: dict[str, Any]) -> Path | None:
@@ -467,25 +549,48 @@ def _base(doc: dict[str, Any]) -> Path | None:
     return Path(origin["path"]).parent if origin.get("path") else None
 
 
-def compute_diff(old: dict[str, Any], new: dict[str, Any], *, old_label: str, new_label: str,
-                 weights: bool = True) -> DiffModel:
+def compute_diff(
+    old: dict[str, Any], new: dict[str, Any], *, old_label: str, new_label: str, weights: bool = True
+) -> DiffModel:
     """Compare two stats documents (as load_stats returns them)."""
     pairs, only_old, only_new = _match_models(old.get("models", []), new.get("models", []))
     models = tuple(compare_models(o, n, weights=weights, bases=(_base(old), _base(new))) for o, n in pairs)
     alerts = tuple(a for m in models for a in model_alerts(m))
     overlays = []
     for (o, n), m in zip(pairs, models, strict=True):
-        so = {(layer["name"], p["name"]): p.get("stats") or {} for layer in o["layers"] for p in layer["params"]}
-        sn = {(layer["name"], p["name"]): p.get("stats") or {} for layer in n["layers"] for p in layer["params"]}
+        so = {
+            (layer["name"], p["name"]): p.get("stats") or {} for layer in o["layers"] for p in layer["params"]
+        }
+        sn = {
+            (layer["name"], p["name"]): p.get("stats") or {} for layer in n["layers"] for p in layer["params"]
+        }
         for t in m.top():
             ho, hn = _histogram(so[(t.layer, t.param)]), _histogram(sn[(t.layer, t.param)])
             if ho is not None and hn is not None:
                 overlays.append(Overlay(m.name, t.layer, t.param, t.role, ho, hn, t.score))
-    return DiffModel(_side(old, old_label), _side(new, new_label), models, tuple(only_old), tuple(only_new),
-                     alerts, tuple(overlays))
+    return DiffModel(
+        _side(old, old_label),
+        _side(new, new_label),
+        models,
+        tuple(only_old),
+        tuple(only_new),
+        alerts,
+        tuple(overlays),
+    )
 
 
 # ---------------------------------------------------------------- output
+
+# diff.json, schema_version 1.0 (keys sorted, NaN/Inf written as null):
+#   schema_version, tool {name, version}
+#   old, new: {label, title, generated_at, schema_version (as read), model_count}
+#   thresholds: {std_ratio_band [lo, hi], rel_change_alert, verdict_regressions [[old, new]]}
+#   models[]: {name, old_name, new_name, added_layers[], removed_layers[], retyped_layers[[layer, old, new]],
+#              added_tensors[] / removed_tensors[] / reshaped_tensors[]: {layer, param, old_shape, new_shape},
+#              tensors[]: TensorDiff fields, verdict_changes[]: {layer, old, new, regression},
+#              weights_compared (count), weights_note, top[[layer, param]] (most changed first)}
+#   unmatched_models: {old[], new[]}
+#   alerts[]: {severity, code, model, layer, param, message}
 
 
 def diff_document(diff: DiffModel) -> dict[str, Any]:
@@ -524,8 +629,10 @@ def draw_overlays(diff: DiffModel) -> dict[str, Any]:
     for i, ov in enumerate(diff.overlays):
         title = f"{ov.layer} {param_words(ov.param, ov.role)}: {diff.old.label} vs {diff.new.label}"
         with _figure(5.6, 3.0) as (fig, ax):
-            for color, label, h, style in ((PALETTE[7], diff.old.label, ov.old, "--"),
-                                           (PALETTE[0], diff.new.label, ov.new, "-")):
+            for color, label, h, style in (
+                (PALETTE[7], diff.old.label, ov.old, "--"),
+                (PALETTE[0], diff.new.label, ov.new, "-"),
+            ):
                 edges = np.asarray(h.edges)
                 counts = np.asarray(h.counts, dtype=float)
                 total = counts.sum() * np.diff(edges)
@@ -555,7 +662,11 @@ def render_html_diff(diff: DiffModel, *, for_pdf: bool = False) -> str:
     script = (template_dir() / "report.js").read_text(encoding="utf-8")
     try:
         return env.get_template("diff.html.j2").render(
-            diff=diff, figures=list(figures.values()), for_pdf=for_pdf, css=css, script=script,
+            diff=diff,
+            figures=list(figures.values()),
+            for_pdf=for_pdf,
+            css=css,
+            script=script,
             thresholds={"std_lo": STD_RATIO_BAND[0], "std_hi": STD_RATIO_BAND[1], "rel": REL_CHANGE_ALERT},
         )
     except jinja2.TemplateError as exc:
@@ -583,8 +694,10 @@ def _fmt(value: float | None, spec: str = ".3g") -> str:
 
 def summary_lines(diff: DiffModel) -> list[str]:
     """Return the terminal summary: structure counts, top changes, alerts."""
-    lines = [f"old: {diff.old.label} ({diff.old.title or 'untitled'}, {diff.old.generated_at or '?'})",
-             f"new: {diff.new.label} ({diff.new.title or 'untitled'}, {diff.new.generated_at or '?'})"]
+    lines = [
+        f"old: {diff.old.label} ({diff.old.title or 'untitled'}, {diff.old.generated_at or '?'})",
+        f"new: {diff.new.label} ({diff.new.title or 'untitled'}, {diff.new.generated_at or '?'})",
+    ]
     if diff.unmatched_old or diff.unmatched_new:
         lines.append(f"unmatched models: old {list(diff.unmatched_old)}, new {list(diff.unmatched_new)}")
     for m in diff.models:
@@ -600,14 +713,17 @@ def summary_lines(diff: DiffModel) -> list[str]:
         for r in m.reshaped_tensors:
             lines.append(f"  reshaped: {r.layer}/{r.param} {r.old_shape} -> {r.new_shape}")
         if m.verdict_changes:
-            lines.append("  verdicts: " + ", ".join(f"{v.layer} {v.old} -> {v.new}" for v in m.verdict_changes))
+            lines.append(
+                "  verdicts: " + ", ".join(f"{v.layer} {v.old} -> {v.new}" for v in m.verdict_changes)
+            )
         top = m.top()
         if top:
             lines.append("  most changed:")
             width = max(len(f"{t.layer}/{t.param}") for t in top)
             for t in top:
+                name = f"{t.layer}/{t.param}"
                 lines.append(
-                    f"    {f'{t.layer}/{t.param}':<{width}}  rel {_fmt(t.rel_change)}  cos {_fmt(t.cosine, '.4f')}"
+                    f"    {name:<{width}}  rel {_fmt(t.rel_change)}  cos {_fmt(t.cosine, '.4f')}"
                     f"  std x{_fmt(t.std_ratio)}  mean {_fmt(t.mean_delta, '+.3g')}"
                 )
     counts = diff.alert_counts()
@@ -620,8 +736,15 @@ def summary_lines(diff: DiffModel) -> list[str]:
     return lines
 
 
-def run_diff(old: str | Path, new: str | Path, *, output: str | Path | None = None,
-             formats: tuple[str, ...] | None = None, force: bool = False, quiet: bool = False) -> int:
+def run_diff(
+    old: str | Path,
+    new: str | Path,
+    *,
+    output: str | Path | None = None,
+    formats: tuple[str, ...] | None = None,
+    force: bool = False,
+    quiet: bool = False,
+) -> int:
     """Compare two reports; write DIR/diff.* with output, else print a summary. Return the exit code."""
     from reportgen.output import preflight, write_atomically
 

@@ -152,11 +152,18 @@ def _analyze_all(
     from threadpoolctl import threadpool_limits
 
     # NumPy releases the GIL in its kernels; one BLAS thread per worker avoids oversubscription.
-    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(max_workers=n) as pool:
-        for i, (job, res) in enumerate(zip(jobs, pool.map(run, jobs), strict=True)):
-            results[(job[0].name, job[1].name)] = res
-            if progress:
-                progress(f"{label}: {job[0].name}", i + 1, total)
+    with threadpool_limits(limits=1, user_api="blas"):
+        pool = ThreadPoolExecutor(max_workers=n)
+        try:
+            for i, (job, res) in enumerate(zip(jobs, pool.map(run, jobs), strict=True)):
+                results[(job[0].name, job[1].name)] = res
+                if progress:
+                    progress(f"{label}: {job[0].name}", i + 1, total)
+        except BaseException:
+            # Ctrl-C or a failed tensor: drop queued work instead of finishing the model.
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown()
     return results
 
 
@@ -230,7 +237,7 @@ def build_report_model(
         findings=tuple(write_findings(views, comparisons)),
         alerts=tuple(alerts),
         versions=library_versions(),
-        options={"bins": cfg.bins, "spectral": cfg.spectral},
+        options={"bins": cfg.bins, "spectral": cfg.spectral, "compare_to": cfg.compare_to},
     )
 
 
@@ -279,10 +286,27 @@ def build(loaded: LoadedConfig, options: BuildOptions, progress: Progress | None
     """Build the report folder for a config; nothing is written unless everything succeeds."""
     target = loaded.output_dir(options.output)
     preflight(target, options.force)
+    old_stats = None
+    if loaded.config.compare_to:
+        from reportgen.diff import load_stats
+
+        # Load the earlier report first, so a bad path fails before any heavy work.
+        try:
+            old_stats = load_stats(loaded.resolve(loaded.config.compare_to))
+        except SourceError as exc:
+            raise SourceError(f"{loaded.where('compare_to')}: {exc}") from None
     timings: dict[str, float] = {}
     report = build_report_model(loaded, options, progress, timings)
     formats = tuple(options.formats or loaded.config.formats)
     outputs = render_outputs(report, formats, timings)
+    if old_stats is not None:
+        from reportgen.diff import compute_diff, render_diff
+        from reportgen.render.json_report import stats_document
+
+        diff = compute_diff(
+            old_stats, stats_document(report), old_label=str(loaded.config.compare_to), new_label=report.title
+        )
+        outputs.update(render_diff(diff, formats))
     outputs["manifest.json"] = manifest(report, loaded, outputs)
     write_atomically(target, outputs, options.force)
     return BuildResult(target, sorted(outputs), report, timings)

@@ -150,7 +150,7 @@ def test_fresh_model_raises_no_alerts():
     diag = diagnose_model("m", *build([dense("a", k, bias=np.zeros(16, np.float32))]))
     assert diag.alerts == ()
     assert diag.summary == "all 1 layers with a known initializer look untrained (at initialisation)"
-    assert diag.trained is False
+    assert diag.looks_trained is False
 
 
 def test_nan_is_critical():
@@ -228,7 +228,7 @@ def test_model_summary_order_and_at_init_alert():
     ]
     diag = diagnose_model("m", *build(spec))
     assert [v.status for v in diag.verdicts] == ["at_init", "moved", "moved", "moved"]
-    assert diag.trained is True
+    assert diag.looks_trained is True
     assert diag.summary == "1 of 4 layers look untrained (at initialisation)"
     head = [(a.severity, a.code, a.layer) for a in diag.alerts[:3]]
     assert head == [
@@ -256,7 +256,7 @@ def test_unknown_init_gives_an_honest_hint():
     assert h.status == "unknown_init" and h.hint and h.reason.endswith("(hint)")
     assert "heavy-tailed" in h.reason
     assert "uniform" in u.reason and u.evidence is None
-    assert diag.trained is None and diag.unknown_init == 2
+    assert diag.looks_trained is None and diag.unknown_init == 2
 
 
 def test_layer_with_unread_params_has_no_weights():
@@ -305,7 +305,7 @@ def test_trained_cnn_with_one_frozen_layer(digits_cnn):
     diag = diagnose_model("digits", layers, analyses)
     status = {v.layer: v.status for v in diag.verdicts}
     assert status == {"conv1": "moved", "conv2": "at_init", "fc1": "moved", "out": "moved"}
-    assert diag.trained is True
+    assert diag.looks_trained is True
     assert diag.summary == "1 of 4 layers look untrained (at initialisation)"
     (alert,) = codes(diag, "at-init-in-trained-model")
     assert (alert.layer, alert.severity, alert.param) == ("conv2", "critical", "kernel")

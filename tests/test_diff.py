@@ -68,7 +68,7 @@ def test_untrained_to_trained_matches_numpy(reports, digits_models) -> None:  # 
         assert t.mean_delta == pytest.approx(b.mean() - a.mean(), abs=1e-9)
         assert t.max_abs_delta == pytest.approx(np.abs(b).max() - np.abs(a).max(), abs=1e-9)
     # ranked by relative change, biggest first
-    scores = [t.rel_change for t in m.top()]
+    scores = [t.rel_change or 0.0 for t in m.top()]
     assert scores == sorted(scores, reverse=True) and len(scores) == rdiff.TOP_N
     assert [(o.layer, o.param) for o in d.overlays] == [(t.layer, t.param) for t in m.top()]
     # every Conv2D/Dense layer left its initialisation
@@ -79,7 +79,9 @@ def test_untrained_to_trained_matches_numpy(reports, digits_models) -> None:  # 
 
 
 def test_reverse_diff_flags_regressions(reports) -> None:  # type: ignore[no-untyped-def]
-    d = compute_diff(load_stats(reports[1]), load_stats(reports[0]), old_label="trained", new_label="untrained")
+    d = compute_diff(
+        load_stats(reports[1]), load_stats(reports[0]), old_label="trained", new_label="untrained"
+    )
     (m,) = d.models
     assert m.removed_layers == ("adam",) and m.added_layers == ()
     regressed = {a.layer for a in d.alerts if a.code == "verdict_regression" and a.severity == "critical"}
@@ -125,7 +127,10 @@ def test_cli_writes_html_pdf_json(reports, tmp_path: Path) -> None:  # type: ign
     before = (out / "diff.json").read_bytes()
     assert main(["diff", str(reports[0]), str(reports[1]), "-o", str(out), "--quiet"]) == 7
     assert (out / "diff.json").read_bytes() == before
-    assert main(["diff", str(reports[1]), str(reports[0]), "-o", str(out), "-f", "json", "--force", "--quiet"]) == 0
+    assert (
+        main(["diff", str(reports[1]), str(reports[0]), "-o", str(out), "-f", "json", "--force", "--quiet"])
+        == 0
+    )
     assert sorted(p.name for p in out.iterdir()) == ["diff.json"]
 
 
@@ -137,11 +142,14 @@ def test_changed_weight_file_falls_back_to_statistics(reports) -> None:  # type:
     assert m.weights_compared == 0 and "missing or changed" in m.weights_note
     assert all(t.rel_change is None and t.cosine is None for t in m.tensors)
     top = m.top()
-    logs = [abs(np.log(t.std_ratio)) for t in top]
+    logs = [abs(np.log(t.std_ratio or np.nan)) for t in top]
     assert logs == sorted(logs, reverse=True) and top
-    assert compute_diff(*(load_stats(p) for p in reports), old_label="a", new_label="b", weights=False).models[
-        0
-    ].weights_compared == 0
+    assert (
+        compute_diff(*(load_stats(p) for p in reports), old_label="a", new_label="b", weights=False)
+        .models[0]
+        .weights_compared
+        == 0
+    )
 
 
 def _v09() -> dict[str, Any]:
@@ -160,7 +168,12 @@ def test_structure_changes_and_alerts() -> None:
     layers[0]["class_name"] = "Conv1D"
     del layers[2]
     layers.append({**old["models"][0]["layers"][2], "name": "fc_new"})
-    old["models"][0]["layers"][0]["verdict"] = {"status": "moved", "layer": "conv1", "label": "", "reason": ""}
+    old["models"][0]["layers"][0]["verdict"] = {
+        "status": "moved",
+        "layer": "conv1",
+        "label": "",
+        "reason": "",
+    }
     layers[0]["verdict"] = {"status": "at_init", "layer": "conv1", "label": "", "reason": ""}
     d = compute_diff(old, new, old_label="a", new_label="b", weights=False)
     (m,) = d.models
@@ -196,7 +209,9 @@ def test_names_are_escaped_in_html() -> None:
     for doc in (old, new):
         doc["models"][0]["layers"][0]["name"] = "<script>alert(1)</script>"
     new["models"][0]["layers"][0]["params"][0]["stats"]["std"] = 1.0
-    html = render_diff(compute_diff(old, new, old_label="<b>a</b>", new_label="b"), ("html",))["diff.html"].decode()
+    html = render_diff(compute_diff(old, new, old_label="<b>a</b>", new_label="b"), ("html",))[
+        "diff.html"
+    ].decode()
     assert "<script>alert(1)</script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert "<b>a</b>" not in html
 

@@ -114,3 +114,33 @@ def test_manifest_hashes_outputs(built: Path) -> None:
     for name in ("report.html", "report.pdf", "stats.json"):
         assert doc["outputs"][name]["sha256"] == hashlib.sha256((built / name).read_bytes()).hexdigest()
     assert len(doc["inputs"]) == 3
+
+
+def test_compare_to_writes_a_diff(built: Path, digits_models, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from reportgen.cli import main
+
+    cfg = tmp_path / "next.yaml"
+    cfg.write_text(
+        f"title: next release\noutput: {tmp_path / 'out'}\nformats: [html, json]\ncompare_to: {built}\n"
+        f"models:\n  - name: trained\n    path: {digits_models.trained_keras}\n"
+    )
+    assert main(["build", str(cfg), "--quiet"]) == 0
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert names == ["diff.html", "diff.json", "manifest.json", "report.html", "stats.json"]
+    diff = json.loads((tmp_path / "out" / "diff.json").read_text())
+    assert diff["schema_version"] == "1.0"
+    assert 'href="diff.html"' in (tmp_path / "out" / "report.html").read_text()
+
+
+def test_bad_compare_to_fails_before_work(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from reportgen.cli import main
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        f"title: t\noutput: {tmp_path / 'out'}\ncompare_to: {tmp_path / 'nope'}\n"
+        "models:\n  - name: a\n    keras: VGG16\n    weights: null\n"
+    )
+    assert main(["build", str(cfg)]) == 4
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"reportgen: error: {cfg}:3: compare_to: ")
+    assert not (tmp_path / "out").exists()

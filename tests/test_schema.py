@@ -85,7 +85,10 @@ def test_diff_v09_against_current(built: Path, tmp_path: Path, capsys: pytest.Ca
     (m,) = d.models
     assert d.old.schema_version == "0.9" and d.new.schema_version == "1.0"
     assert [(t.layer, t.param) for t in m.tensors] == [
-        ("conv1", "kernel"), ("conv1", "bias"), ("fc1", "kernel"), ("fc1", "bias"),
+        ("conv1", "kernel"),
+        ("conv1", "bias"),
+        ("fc1", "kernel"),
+        ("fc1", "bias"),
     ]
     assert m.verdict_changes == ()  # 0.9 had no verdicts: nothing to compare, nothing invented
     assert {(o.layer, o.param) for o in d.overlays} == {("conv1", "kernel"), ("fc1", "kernel")}

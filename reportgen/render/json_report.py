@@ -113,7 +113,7 @@ def _model(m: ModelView) -> dict[str, Any]:
         "param_count": m.param_count,
         "layer_count": len(m.layers),
         "summary": getattr(diag, "summary", None),
-        "looks_trained": getattr(diag, "looks_trained", None),
+        "looks_trained": getattr(diag, "trained", None),
         "selected": [
             {"layer": v.selected.layer.name, "label": v.selected.label, "selector": v.selected.selector,
              "params": [a.param for a in v.analyses]}
