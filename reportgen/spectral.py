@@ -42,7 +42,7 @@ class PowerLawFit:
 
     alpha: float  # NaN when no fit was possible
     xmin: float
-    ks_distance: float  # two-sided KS distance between the tail and the fitted law
+    ks_distance: float  # KS distance between the tail and the fitted law (two-sided unless asked)
     n_tail: int  # values >= xmin
     sigma: float  # standard error of alpha, (alpha - 1) / sqrt(n_tail)
 
@@ -102,8 +102,8 @@ def _gram_evals(stack: np.ndarray) -> tuple[np.ndarray, str]:
     return np.sort(np.concatenate(out)), "float32"
 
 
-def _ks_distances(logx: np.ndarray, starts: np.ndarray, alphas: np.ndarray) -> np.ndarray:
-    """Return the two-sided KS distance of each tail logx[start:] to its fitted power law."""
+def _ks_distances(logx: np.ndarray, starts: np.ndarray, alphas: np.ndarray, two_sided: bool) -> np.ndarray:
+    """Return the KS distance of each tail logx[start:] to its fitted power law."""
     n = logx.size
     out = np.empty(starts.size)
     j = np.arange(n)
@@ -116,13 +116,21 @@ def _ks_distances(logx: np.ndarray, starts: np.ndarray, alphas: np.ndarray) -> n
         inside = k >= 0
         lx = np.where(inside, logx[None, :] - logx[i], 0.0)
         cdf = -np.expm1((1.0 - a) * lx)
-        d = np.maximum(cdf - k / m, (k + 1) / m - cdf)
+        # The empirical CDF steps from k/m to (k+1)/m at each value; WeightWatcher compares with k/m only.
+        d = np.maximum(cdf - k / m, (k + 1) / m - cdf) if two_sided else np.abs(cdf - k / m)
         out[b : b + block] = np.where(inside, d, -np.inf).max(axis=1)
     return out
 
 
-def fit_power_law(values: np.ndarray, *, min_tail: int = MIN_TAIL) -> PowerLawFit:
-    """Fit a power-law tail by MLE, choosing xmin to minimise the KS distance (Clauset et al.)."""
+def fit_power_law(values: np.ndarray, *, min_tail: int = MIN_TAIL, ks: str = "two-sided") -> PowerLawFit:
+    """Fit a power-law tail by MLE, choosing xmin to minimise the KS distance (Clauset et al.).
+
+    ks="weightwatcher" measures the distance as WeightWatcher 0.7 does (one side of each step),
+    which favours short tails; with min_tail=2 it reproduces WeightWatcher's alpha.
+    """
+    if ks not in ("two-sided", "weightwatcher"):
+        raise ValueError(f"ks must be 'two-sided' or 'weightwatcher', not {ks!r}")
+    two_sided = ks == "two-sided"
     x = np.sort(np.asarray(values, dtype=np.float64).reshape(-1))
     x = x[np.isfinite(x) & (x > 0)]
     n = x.size
@@ -146,12 +154,12 @@ def fit_power_law(values: np.ndarray, *, min_tail: int = MIN_TAIL) -> PowerLawFi
         pos = np.arange(cand.size)
     else:
         coarse = np.unique(np.linspace(0, cand.size - 1, COARSE_CANDIDATES).round().astype(int))
-        d_coarse = _ks_distances(logx, cand[coarse], alphas[coarse])
+        d_coarse = _ks_distances(logx, cand[coarse], alphas[coarse], two_sided)
         best = coarse[np.argsort(d_coarse, kind="stable")[:REFINE_TOP]]
         step = math.ceil(cand.size / COARSE_CANDIDATES)
         near = [np.arange(max(0, p - step), min(cand.size, p + step + 1)) for p in best]
         pos = np.unique(np.concatenate(near))
-    d = _ks_distances(logx, cand[pos], alphas[pos])
+    d = _ks_distances(logx, cand[pos], alphas[pos], two_sided)
     b = int(np.argmin(d))
     i, alpha, n_tail = int(cand[pos[b]]), float(alphas[pos[b]]), int(m[pos[b]])
     return PowerLawFit(alpha, float(x[i]), float(d[b]), n_tail, (alpha - 1.0) / math.sqrt(n_tail))

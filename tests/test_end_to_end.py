@@ -67,7 +67,7 @@ def test_glorot_limits_hold_for_untrained(built: Path) -> None:
                 fan_out = int(np.prod(p["shape"][:-2]) * p["shape"][-1]) if len(p["shape"]) > 2 else p["shape"][-1]
                 limit = np.sqrt(6.0 / (fan_in + fan_out))
                 assert p["init"]["limit"] == pytest.approx(limit, rel=1e-12)
-                assert p["stats"]["max_abs"] <= limit
+                assert p["stats"]["max_abs"] <= float(np.float32(limit))  # Keras draws in float32
                 checked += 1
     assert checked == 4
 

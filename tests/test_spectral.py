@@ -108,3 +108,20 @@ def test_skips_and_options():
     nan_w[0, 0] = np.nan
     assert spectral_metrics(nan_w) is None
     assert math.isnan(fit_power_law(np.ones(5)).alpha)
+
+
+def test_weightwatcher_ks_rule_matches_a_brute_force_scan():
+    rng = np.random.default_rng(13)
+    x = np.sort(rng.gamma(3.0, 1.0, 400))
+    best = (math.inf, math.nan)
+    for i in range(x.size - 2):  # WeightWatcher 0.7: |F - k/n| only, every tail of >= 2 values
+        t = x[i:]
+        a = 1 + t.size / np.log(t / t[0]).sum()
+        d = np.abs(1 - (t / t[0]) ** (1 - a) - np.arange(t.size) / t.size).max()
+        best = min(best, (d, a))
+    fit = fit_power_law(x, min_tail=2, ks="weightwatcher")
+    assert fit.ks_distance == pytest.approx(best[0], abs=1e-12)
+    assert fit.alpha == pytest.approx(best[1], rel=1e-12)
+    assert fit_power_law(x).n_tail >= 10
+    with pytest.raises(ValueError):
+        fit_power_law(x, ks="one-sided")

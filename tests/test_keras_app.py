@@ -1,0 +1,85 @@
+"""Keras applications: the reference analysis's Glorot limits, and a clear message when ImageNet is offline."""
+
+from __future__ import annotations
+
+import math
+import socket
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from reportgen.cli import main
+from reportgen.initializers import distribution
+from reportgen.sources.keras_app import _network_failure, build_application
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _online() -> bool:
+    try:
+        socket.create_connection(("storage.googleapis.com", 443), timeout=2).close()
+        return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def vgg16():  # type: ignore[no-untyped-def]
+    source = build_application("VGG16", None, "VGG-16 untrained")
+    yield source
+    source.close()
+
+
+def test_untrained_vgg16_glorot_limits_match_the_formula(vgg16) -> None:  # type: ignore[no-untyped-def]
+    layers = vgg16.layers()
+    assert len(layers) == 23 and layers[0].class_name == "InputLayer"
+    for index in (1, -6, -3, -1):
+        layer = layers[index]
+        kernel, bias = layer.param("kernel"), layer.param("bias")
+        assert kernel is not None and bias is not None
+        assert kernel.init is not None and kernel.init.kind == "glorot_uniform"
+        dist = distribution(kernel.init, kernel.shape)
+        assert dist is not None
+        receptive = math.prod(kernel.shape[:-2])
+        fan_in, fan_out = kernel.shape[-2] * receptive, kernel.shape[-1] * receptive
+        assert dist.limit == pytest.approx(math.sqrt(6.0 / (fan_in + fan_out)), rel=1e-12)
+        values = vgg16.read(kernel)
+        # Keras draws in float32, so the bound it enforces is the limit rounded to float32.
+        assert float(np.abs(values).max()) <= float(np.float32(dist.limit))
+        assert not np.any(vgg16.read(bias))
+    limits = [distribution(layers[i].param("kernel").init, layers[i].param("kernel").shape).limit for i in (1, -6, -3, -1)]
+    assert [round(x, 10) for x in limits] == [0.0997509336, 0.0255155182, 0.0143384834, 0.0343131758]
+
+
+def test_vgg16_graph_records_consumers(vgg16) -> None:  # type: ignore[no-untyped-def]
+    layers = {layer.name: layer for layer in vgg16.layers()}
+    assert layers["block1_conv1"].feeds == ("block1_conv2",)
+    assert layers["fc1"].output_shape == (None, 4096)
+
+
+def test_network_failure_message_is_parsed() -> None:
+    exc = Exception(
+        "URL fetch failure on https://storage.googleapis.com/tensorflow/keras-applications/vgg16/"
+        "vgg16_weights_tf_dim_ordering_tf_kernels.h5: None -- [Errno -2] Name or service not known"
+    )
+    assert _network_failure(exc) == "vgg16_weights_tf_dim_ordering_tf_kernels.h5"
+    assert _network_failure(ValueError("bad shape")) is None
+
+
+@pytest.mark.skipif(_online(), reason="the network is reachable: Keras would download ImageNet weights")
+def test_imagenet_offline_fails_fast_with_a_clear_message(tmp_path: Path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    start = time.perf_counter()
+    code = main(["build", str(ROOT / "configs" / "vgg_vs_resnet.yaml"), "--output", str(tmp_path / "out")])
+    elapsed = time.perf_counter() - start
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 6
+    assert len(err) == 1
+    assert "model 'VGG-16 ImageNet': keras.applications.VGG16 needs ImageNet weights " in err[0]
+    assert "vgg16_weights_tf_dim_ordering_tf_kernels.h5" in err[0]
+    assert str(tmp_path / "keras" / "models") in err[0]
+    assert "set weights: /path/to/vgg16_weights_tf_dim_ordering_tf_kernels.h5" in err[0]
+    assert not (tmp_path / "out").exists()
+    assert elapsed < 60
