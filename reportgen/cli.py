@@ -66,6 +66,13 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("-f", "--format", type=_formats, help="comma-separated: html,pdf,json (default: the config's)")
     b.add_argument("--force", action="store_true", help="replace an existing output folder")
     b.add_argument("-j", "--workers", type=int, default=0, help="parallel workers (default: one per core)")
+    b.add_argument(
+        "--executor", choices=("inline", "threads", "processes", "dask"),
+        help="where tensors are analysed (default: processes for files, threads for keras applications)",
+    )
+    b.add_argument(
+        "--scheduler", metavar="ADDRESS", help="Dask scheduler, e.g. tcp://host:8786 (implies dask)"
+    )
     b.add_argument("--open", action="store_true", help="open the HTML report in a browser when done")
 
     i = sub.add_parser(
@@ -111,8 +118,13 @@ def cmd_build(args: argparse.Namespace) -> int:
     from reportgen.config import load_config
     from reportgen.pipeline import BuildOptions, build
 
+    if args.scheduler and args.executor not in (None, "dask"):
+        raise UsageError(f"reportgen build: --scheduler needs --executor dask, not {args.executor}")
     loaded = load_config(args.config)
-    opts = BuildOptions(output=args.output, formats=args.format, force=args.force, workers=args.workers)
+    opts = BuildOptions(
+        output=args.output, formats=args.format, force=args.force, workers=args.workers,
+        executor=args.executor, scheduler=args.scheduler,
+    )
     bar, update = _progress_printer(args.quiet)
     if bar is not None:
         with bar:

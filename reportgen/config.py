@@ -130,6 +130,8 @@ class ReportConfig(_Strict):
     bins: int = Field(default=60, ge=5, le=1000)
     spectral: bool = True
     compare_to: str | None = None
+    executor: Literal["inline", "threads", "processes", "dask"] | None = None
+    scheduler: str | None = Field(default=None, description="Dask scheduler address, e.g. tcp://host:8786")
 
     @model_validator(mode="after")
     def _unique_names(self) -> ReportConfig:
@@ -137,6 +139,8 @@ class ReportConfig(_Strict):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"model names must be unique; repeated: {', '.join(dupes)}")
+        if self.scheduler is not None and self.executor not in (None, "dask"):
+            raise ValueError(f"'scheduler' goes with executor: dask, not executor: {self.executor}")
         return self
 
 

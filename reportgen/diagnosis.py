@@ -422,7 +422,14 @@ def diagnose_model(
     thresholds: Thresholds = DEFAULT,
 ) -> ModelDiagnosis:
     """Give every layer with parameters a verdict, summarise the model, and collect its alerts."""
-    t = thresholds
+    # Bonferroni: one floor for the whole model, so that many untouched layers don't yield a false 'moved'.
+    tested = sum(
+        1
+        for layer in layers
+        for p in layer.params
+        if p.role == "kernel" and (ta := analyses.get((layer.name, p.name))) is not None and ta.init_check
+    )
+    t = replace(thresholds, ks_pvalue_floor=thresholds.ks_pvalue_floor / max(1, tested))
     by_name = {layer.name: layer for layer in layers}
     by_name.update({layer.name.rsplit("/", 1)[-1]: layer for layer in layers if "/" in layer.name})
     verdicts: list[Verdict] = []

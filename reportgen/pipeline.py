@@ -9,16 +9,16 @@ import platform
 import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
 from reportgen import __version__
-from reportgen.analysis import AnalysisOptions, TensorAnalysis, analyze_tensor
+from reportgen.analysis import AnalysisOptions, TensorAnalysis
 from reportgen.config import LoadedConfig, ModelConfig
 from reportgen.errors import ReportgenError, SourceError
+from reportgen.executor import Executors, ReopenRecipe, reopen_recipe
 from reportgen.output import preflight, sha256_bytes, write_atomically
 from reportgen.report_model import (
     FileHash,
@@ -30,7 +30,7 @@ from reportgen.report_model import (
     slugify,
 )
 from reportgen.selection import select
-from reportgen.sources.base import LayerInfo, TensorRef, WeightSource
+from reportgen.sources.base import LayerInfo, WeightSource
 
 Progress = Callable[[str, int, int], None]  # (message, done, total)
 
@@ -46,6 +46,8 @@ class BuildOptions:
     force: bool = False
     workers: int = 0  # 0: one per core
     now: datetime | None = None
+    executor: str | None = None  # inline | threads | processes | dask; None: the config's, else by source
+    scheduler: str | None = None  # Dask scheduler address; implies executor dask
 
 
 @dataclass
@@ -129,42 +131,13 @@ def _analyze_all(
     source: WeightSource,
     layers: list[LayerInfo],
     options: AnalysisOptions,
-    workers: int,
+    executors: Executors,
     progress: Progress | None,
     label: str,
+    recipe: ReopenRecipe | None = None,
 ) -> dict[tuple[str, str], TensorAnalysis]:
-    """Analyse every tensor of every layer, biggest first, on a thread pool."""
-    jobs: list[tuple[LayerInfo, TensorRef]] = [(layer, p) for layer in layers for p in layer.params]
-    jobs.sort(key=lambda j: -j[1].size)  # big tensors first keeps the pool busy to the end
-    results: dict[tuple[str, str], TensorAnalysis] = {}
-    total = len(jobs)
-
-    def run(job: tuple[LayerInfo, TensorRef]) -> TensorAnalysis:
-        return analyze_tensor(source, job[0], job[1], options)
-
-    n = workers or (os.cpu_count() or 1)
-    if n <= 1 or total <= 1:
-        for i, job in enumerate(jobs):
-            results[(job[0].name, job[1].name)] = run(job)
-            if progress:
-                progress(f"{label}: {job[0].name}", i + 1, total)
-        return results
-    from threadpoolctl import threadpool_limits
-
-    # NumPy releases the GIL in its kernels; one BLAS thread per worker avoids oversubscription.
-    with threadpool_limits(limits=1, user_api="blas"):
-        pool = ThreadPoolExecutor(max_workers=n)
-        try:
-            for i, (job, res) in enumerate(zip(jobs, pool.map(run, jobs), strict=True)):
-                results[(job[0].name, job[1].name)] = res
-                if progress:
-                    progress(f"{label}: {job[0].name}", i + 1, total)
-        except BaseException:
-            # Ctrl-C or a failed tensor: drop queued work instead of finishing the model.
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
-        pool.shutdown()
-    return results
+    """Analyse every tensor of every layer, biggest first, on the build's executor."""
+    return executors.analyze(source, layers, options, recipe, label, progress)
 
 
 def _diagnose(name: str, layers: list[LayerInfo], analyses: dict[tuple[str, str], TensorAnalysis]) -> object:
@@ -195,13 +168,17 @@ def build_report_model(
     timings["load"] = time.perf_counter() - t0
     timings["analysis"] = 0.0
     alerts: list[object] = []
+    executors = Executors.from_choices(
+        (options.executor, options.scheduler), (cfg.executor, cfg.scheduler), options.workers
+    )
     try:
         for i, mc, source in sources:
             layers = _apply_init(source, mc)
             where = f"{loaded.where('models', i)}."
             chosen = select(layers, mc.layers, mc.params, mc.name, where=where)
             t1 = time.perf_counter()
-            analyses = _analyze_all(source, layers, aopts, options.workers, progress, mc.name)
+            recipe = reopen_recipe(source, loaded.resolve(mc.path) if mc.path else None, mc.init)
+            analyses = _analyze_all(source, layers, aopts, executors, progress, mc.name, recipe)
             timings["analysis"] += time.perf_counter() - t1
             diag = _diagnose(mc.name, layers, analyses)
             alerts.extend(getattr(diag, "alerts", ()))
@@ -223,6 +200,7 @@ def build_report_model(
                 )
             )
     finally:
+        executors.close()
         for _, _, source in sources:
             source.close()
     comparisons = find_comparisons(views)

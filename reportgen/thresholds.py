@@ -13,8 +13,9 @@ class Thresholds:
     """Limits that turn per-tensor numbers into verdicts and alerts."""
 
     ks_pvalue_floor: float = 1e-3
-    """KS p-value below which a tensor is not a fresh draw: a fresh draw's p-value is uniform, so 1 in 1000
-    untouched layers is called moved by chance, while training moves p-values to ~1e-10 and below."""
+    """Family-wise KS p-value floor per model: a fresh draw's p-value is uniform, so with m layers tested the
+    floor applied to each is this divided by m (Bonferroni). A 107-layer untrained ResNet50 then calls a
+    layer moved by chance once in 1000 reports instead of once in 10; training moves p-values to ~1e-10."""
 
     std_ratio_band: tuple[float, float] = (0.9, 1.1)
     """Empirical / theoretical std still counted as at-init: a fresh draw of a few thousand values lands

@@ -94,6 +94,17 @@ def test_xmin_search_is_close_to_exhaustive_scan():
         k = np.arange(t.size)
         best = min(best, max((cdf - k / t.size).max(), ((k + 1) / t.size - cdf).max()))
     assert fit.ks_distance <= best + 0.005
+    assert fit == fit_power_law(x, exhaustive=True)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_grid_search_equals_exhaustive_on_random_spectra(seed):
+    # Marchenko-Pastur spectra have flat, noisy KS curves: the hardest case for a grid search.
+    k = np.random.default_rng(seed).uniform(-1, 1, (3, 3, 128, 128))
+    m = spectral_metrics(k)
+    assert m.n_evals == 1152
+    exact = fit_power_law(m.evals, exhaustive=True)
+    assert (m.alpha, m.xmin, m.ks_distance) == (exact.alpha, exact.xmin, exact.ks_distance)
 
 
 def test_skips_and_options():
