@@ -153,6 +153,91 @@ def overlay(c: Comparison) -> FigureData:
     return FigureData(f"overlay-{c.layer}-{c.param}".replace("/", "-"), title, alt, uri)
 
 
+VERDICT_COLORS = {"at_init": "#dc2626", "moved": "#059669", "unknown_init": "#9ca3af", "no_weights": "#e5e7eb"}
+VERDICT_WORDS = {"at_init": "at initialisation", "moved": "moved", "unknown_init": "unknown init",
+                 "no_weights": "no weights"}
+
+
+def diagnosis_depth(model: ModelView) -> FigureData | None:
+    """Draw verdicts, std / init std and spectral alpha against depth for one model."""
+    rows = []
+    for layer in model.weighted_layers:
+        v = model.verdict(layer.name)
+        a = model.analysis(layer.name, "kernel")
+        if v is None or a is None:
+            continue
+        ratio = a.init_check.std_ratio if a.init_check is not None else float("nan")  # type: ignore[attr-defined]
+        alpha = a.spectral.alpha if a.spectral is not None else float("nan")  # type: ignore[attr-defined]
+        rows.append((layer.name, v.status, ratio, alpha))
+    if len(rows) < 2:
+        return None
+    x = np.arange(len(rows))
+    title = f"{model.name}: verdict, std / init std and alpha by depth"
+    with rc_context(RC):
+        fig = Figure(figsize=(6.6, 4.6), layout="constrained")
+        FigureCanvasSVG(fig)
+        ax0, ax1, ax2 = fig.subplots(3, 1, sharex=True, height_ratios=[0.5, 1.2, 1.2])
+        for status in VERDICT_COLORS:
+            idx = [i for i, r in enumerate(rows) if r[1] == status]
+            if idx:
+                ax0.scatter(idx, [0] * len(idx), marker="s", s=42, color=VERDICT_COLORS[status],
+                            label=VERDICT_WORDS[status])
+        ax0.set_yticks([])
+        ax0.grid(False)
+        ax0.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7.5, frameon=False)
+        fig.suptitle(title, fontsize=10)
+        ratios = np.array([r[2] for r in rows], dtype=float)
+        if np.isfinite(ratios).any():
+            ax1.plot(x, ratios, marker="o", markersize=3, linewidth=1, color=PALETTE[0])
+            ax1.axhspan(0.9, 1.1, color=PALETTE[2], alpha=0.12, linewidth=0)
+            ax1.set_yscale("log")
+            ax1.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+            ax1.yaxis.set_minor_formatter(FuncFormatter(lambda v, _pos: ""))
+        else:
+            ax1.text(0.5, 0.5, "no known initializer", transform=ax1.transAxes, ha="center", color="#6b7280")
+        ax1.set_ylabel("std / init std")
+        alphas = np.array([r[3] for r in rows], dtype=float)
+        ax2.plot(x, alphas, marker="o", markersize=3, linewidth=1, color=PALETTE[4])
+        ax2.axhspan(2, 6, color=PALETTE[2], alpha=0.12, linewidth=0)
+        ax2.set_ylabel("spectral alpha")
+        ax2.set_xlabel("Layer with weights (input side first)")
+        uri = _to_uri(fig)
+    counts = {s: sum(r[1] == s for r in rows) for s in VERDICT_COLORS}
+    alt = title + ": " + ", ".join(f"{n} {VERDICT_WORDS[s]}" for s, n in counts.items() if n)
+    return FigureData(f"diag-{model.slug}", title, alt, uri)
+
+
+def spectrum(model: ModelView, view: SelectedView, a: TensorAnalysis) -> FigureData | None:
+    """Plot a kernel's eigenvalue distribution (CCDF, log-log) with the fitted power-law tail."""
+    sp = a.spectral
+    evals = getattr(sp, "evals", None)
+    if sp is None or evals is None or len(evals) < 2:
+        return None
+    ev = np.sort(np.asarray(evals, dtype=float))[::-1]
+    ev = ev[ev > 0]
+    if ev.size < 2:
+        return None
+    ccdf = np.arange(1, ev.size + 1) / ev.size
+    title = f"{model.name} {view.selected.label}: eigenvalue spectrum"
+    with _figure(5.2, 2.9) as (fig, ax):
+        ax.loglog(ev, ccdf, marker=".", markersize=2, linewidth=0, color=PALETTE[0], label="eigenvalues of WᵀW")
+        alpha, xmin, n_tail = sp.alpha, sp.xmin, sp.n_tail  # type: ignore[attr-defined]
+        if np.isfinite(alpha) and xmin > 0 and n_tail > 1:
+            xs = np.geomspace(xmin, ev[0], 50)
+            ax.loglog(xs, (n_tail / ev.size) * (xs / xmin) ** (1 - alpha), color=PALETTE[1], linewidth=1.4,
+                      label=f"power law, alpha {alpha:.2f} (x ≥ {xmin:.3g})")
+        for lab in (ax.xaxis, ax.yaxis):
+            lab.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+            lab.set_minor_formatter(FuncFormatter(lambda v, _pos: ""))
+        ax.set_title(title)
+        ax.set_xlabel("Eigenvalue λ")
+        ax.set_ylabel("Share of eigenvalues ≥ λ")
+        ax.legend(fontsize=8, frameon=False, loc="lower left")
+        uri = _to_uri(fig)
+    alt = f"Eigenvalue spectrum of {a.layer} in {model.name}: {ev.size} eigenvalues, largest {ev[0]:.4g}"
+    return FigureData(f"spec-{model.slug}-{view.anchor}", title, alt, uri)
+
+
 def draw_all(report: ReportModel) -> dict[str, FigureData]:
     """Draw every figure the report uses, keyed by id."""
     out: dict[str, FigureData] = {}
@@ -162,9 +247,12 @@ def draw_all(report: ReportModel) -> dict[str, FigureData]:
             out[f.id] = f
 
     for m in report.models:
+        put(diagnosis_depth(m))
         for view in m.selected:
             for a in view.analyses:
                 put(histogram(m, view, a))
+                if a.role == "kernel":
+                    put(spectrum(m, view, a))
     put(depth_trend(report.models, ("Conv2D", "Conv2d", "Conv1D", "Conv3D"), "convolutional"))
     put(depth_trend(report.models, ("Dense", "Linear"), "fully connected"))
     for c in report.comparisons:

@@ -51,8 +51,8 @@ def test_untrained_to_trained_matches_numpy(reports, digits_models) -> None:  # 
     old, new = (load_stats(p) for p in reports)
     d = compute_diff(old, new, old_label="old", new_label="new")
     (m,) = d.models
-    assert m.added_layers == ("adam",)  # the optimizer's slots exist only once trained
-    assert m.removed_layers == () and m.reshaped_tensors == ()
+    # Same architecture: nothing added or removed (optimizer slots are training state, not layers).
+    assert m.added_layers == () and m.removed_layers == () and m.reshaped_tensors == ()
     assert m.weights_compared == len(m.tensors) == 12
     for t in m.tensors:
         a = _arrays(old, digits_models.untrained_arrays, t.layer, t.param)
@@ -83,7 +83,7 @@ def test_reverse_diff_flags_regressions(reports) -> None:  # type: ignore[no-unt
         load_stats(reports[1]), load_stats(reports[0]), old_label="trained", new_label="untrained"
     )
     (m,) = d.models
-    assert m.removed_layers == ("adam",) and m.added_layers == ()
+    assert m.removed_layers == () and m.added_layers == ()
     regressed = {a.layer for a in d.alerts if a.code == "verdict_regression" and a.severity == "critical"}
     assert {"conv1", "conv2", "fc1", "predictions"} <= regressed
 
@@ -91,7 +91,7 @@ def test_reverse_diff_flags_regressions(reports) -> None:  # type: ignore[no-unt
 def test_cli_summary(reports, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
     assert main(["diff", str(reports[0]), str(reports[1] / "stats.json")]) == 0
     out = capsys.readouterr().out
-    assert "layers +1 -0" in out and "added layers: adam" in out
+    assert "layers +0 -0" in out and "added layers" not in out
     assert "conv1 at_init -> moved" in out
     assert "most changed:" in out and "weights compared from untrained.keras and trained.keras" in out
     assert re.search(r"alerts: \d+ critical, \d+ warning", out)
@@ -111,13 +111,13 @@ def test_cli_writes_html_pdf_json(reports, tmp_path: Path) -> None:  # type: ign
     for target in re.findall(r'href="#([^"]+)"', html):
         assert target in ids, target
     assert html.count("<img ") == rdiff.TOP_N
-    assert "adam" in html and "regression" not in html
+    assert "adam" not in html and "regression" not in html
     doc = json.loads((out / "diff.json").read_text())
     assert doc["schema_version"] == rdiff.DIFF_SCHEMA_VERSION
     assert doc["old"]["label"] == str(reports[0]) and doc["new"]["schema_version"] == "1.0"
     assert doc["thresholds"]["std_ratio_band"] == [0.5, 2.0]
     (m,) = doc["models"]
-    assert m["added_layers"] == ["adam"] and len(m["tensors"]) == 12 and len(m["top"]) == rdiff.TOP_N
+    assert m["added_layers"] == [] and len(m["tensors"]) == 12 and len(m["top"]) == rdiff.TOP_N
     assert "histogram" not in json.dumps(doc)
     pypdf = pytest.importorskip("pypdf")
     text = "\n".join(p.extract_text() for p in pypdf.PdfReader(out / "diff.pdf").pages)

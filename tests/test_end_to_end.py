@@ -144,3 +144,11 @@ def test_bad_compare_to_fails_before_work(tmp_path: Path, capsys) -> None:  # ty
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"reportgen: error: {cfg}:3: compare_to: ")
     assert not (tmp_path / "out").exists()
+
+
+def test_optimizer_state_is_not_a_layer(built: Path, digits_models) -> None:  # type: ignore[no-untyped-def]
+    doc = json.loads((built / "stats.json").read_text())
+    from_h5 = next(m for m in doc["models"] if m["name"].startswith("trained <script>"))
+    names = [layer["name"] for layer in from_h5["layers"] if layer["params"]]
+    assert sorted(names) == sorted(digits_models.trained_arrays)  # Adam's moments stay out
+    assert from_h5["param_count"] == sum(a.size for arrs in digits_models.trained_arrays.values() for a in arrs)

@@ -262,6 +262,9 @@ def scan_owners(h5: SafeH5) -> list[Owner]:
     for path, obj in [("/", h5.root), *h5.walk()]:
         if not hasattr(obj, "keys") or path.rsplit("/", 1)[-1] == "vars":
             continue
+        # Optimizer slots (Adam moments, step counter) are training state, not model weights.
+        if path.strip("/").split("/", 1)[0] in ("optimizer", "metrics"):
+            continue
         if not h5.has(obj, "vars"):
             continue
         vgroup = h5.child(obj, "vars")
