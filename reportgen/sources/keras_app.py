@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import re
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +48,21 @@ def quiet_tensorflow() -> None:
     """Silence TensorFlow's start-up chatter before it is imported."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+
+@contextmanager
+def native_stderr_silenced() -> Iterator[None]:
+    """Silence the C++ start-up logging TensorFlow writes straight to file descriptor 2."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def keras_cache_dir() -> Path:
@@ -151,7 +169,8 @@ def _network_failure(exc: BaseException) -> str | None:
 def build_application(app: str, weights: str | Path | None, model_name: str) -> InMemorySource:
     """Build keras.applications.<app> with random, ImageNet or local weights; read its tensors."""
     quiet_tensorflow()
-    import keras
+    with native_stderr_silenced():
+        import keras
 
     factory = getattr(keras.applications, app, None)
     if factory is None:
@@ -159,7 +178,8 @@ def build_application(app: str, weights: str | Path | None, model_name: str) -> 
     if isinstance(weights, Path) and not weights.exists():
         raise SourceError(f"model {model_name!r}: weights file {weights} does not exist")
     try:
-        model = factory(weights=str(weights) if isinstance(weights, Path) else weights)
+        with native_stderr_silenced():
+            model = factory(weights=str(weights) if isinstance(weights, Path) else weights)
     except Exception as exc:  # keras raises bare Exception for download failures
         missing = _network_failure(exc)
         if missing is not None:
