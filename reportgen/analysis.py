@@ -65,7 +65,11 @@ def analyze_tensor(
     if dist is not None and stats.finite > 0:
         check = diagnosis.check_init(np.asarray(values), dist, stats, sample_size=options.ks_sample)
     spec = None
-    if options.spectral and ref.role in ("kernel", "depthwise_kernel", "pointwise_kernel") and len(ref.shape) >= 2:
+    if (
+        options.spectral
+        and ref.role in ("kernel", "depthwise_kernel", "pointwise_kernel")
+        and len(ref.shape) >= 2
+    ):
         spec = spectral.spectral_metrics(np.asarray(values), ref.layout, max_dim=options.spectral_max_dim)
     dead = units = None
     if ref.role == "kernel" and len(ref.shape) >= 2:

@@ -12,15 +12,15 @@ import matplotlib
 
 matplotlib.use("Agg")  # never a GUI backend, even if a DISPLAY is set
 
-import numpy as np  # noqa: E402
-from matplotlib import rc_context  # noqa: E402
-from matplotlib.axes import Axes  # noqa: E402
-from matplotlib.backends.backend_svg import FigureCanvasSVG  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import FuncFormatter  # noqa: E402
+import numpy as np
+from matplotlib import rc_context
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_svg import FigureCanvasSVG
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
 
-from reportgen.analysis import TensorAnalysis  # noqa: E402
-from reportgen.report_model import Comparison, ModelView, ReportModel, SelectedView  # noqa: E402
+from reportgen.analysis import TensorAnalysis
+from reportgen.report_model import Comparison, ModelView, ReportModel, SelectedView
 
 # Fixed style: identical inputs give byte-identical SVG.
 RC = {
@@ -118,15 +118,24 @@ def depth_trend(models: tuple[ModelView, ...], kinds: tuple[str, ...], label: st
     title = f"Mean |w| by depth, {label} layers"
     with _figure(6.4, 3.4) as (fig, ax):
         for i, (name, pts) in enumerate(series):
-            ax.plot(range(len(pts)), [v for _, v in pts], marker="o", markersize=3.5, linewidth=1.2,
-                    color=PALETTE[i % len(PALETTE)], label=name)
+            ax.plot(
+                range(len(pts)),
+                [v for _, v in pts],
+                marker="o",
+                markersize=3.5,
+                linewidth=1.2,
+                color=PALETTE[i % len(PALETTE)],
+                label=name,
+            )
         _log_axis(ax)
         ax.set_title(title)
         ax.set_xlabel(f"{label.capitalize()} layer number (input side first)")
         ax.set_ylabel("Mean of |w| (log scale)")
         ax.legend(fontsize=8, frameon=False)
         uri = _to_uri(fig)
-    alt = title + ": " + "; ".join(f"{n}: {len(p)} layers, {p[0][1]:.3g} to {p[-1][1]:.3g}" for n, p in series)
+    alt = (
+        title + ": " + "; ".join(f"{n}: {len(p)} layers, {p[0][1]:.3g} to {p[-1][1]:.3g}" for n, p in series)
+    )
     return FigureData(f"trend-{label.replace(' ', '-')}", title, alt, uri)
 
 
@@ -153,9 +162,18 @@ def overlay(c: Comparison) -> FigureData:
     return FigureData(f"overlay-{c.layer}-{c.param}".replace("/", "-"), title, alt, uri)
 
 
-VERDICT_COLORS = {"at_init": "#dc2626", "moved": "#059669", "unknown_init": "#9ca3af", "no_weights": "#e5e7eb"}
-VERDICT_WORDS = {"at_init": "at initialisation", "moved": "moved", "unknown_init": "unknown init",
-                 "no_weights": "no weights"}
+VERDICT_COLORS = {
+    "at_init": "#dc2626",
+    "moved": "#059669",
+    "unknown_init": "#9ca3af",
+    "no_weights": "#e5e7eb",
+}
+VERDICT_WORDS = {
+    "at_init": "at initialisation",
+    "moved": "moved",
+    "unknown_init": "unknown init",
+    "no_weights": "no weights",
+}
 
 
 def diagnosis_depth(model: ModelView) -> FigureData | None:
@@ -180,8 +198,14 @@ def diagnosis_depth(model: ModelView) -> FigureData | None:
         for status in VERDICT_COLORS:
             idx = [i for i, r in enumerate(rows) if r[1] == status]
             if idx:
-                ax0.scatter(idx, [0] * len(idx), marker="s", s=42, color=VERDICT_COLORS[status],
-                            label=VERDICT_WORDS[status])
+                ax0.scatter(
+                    idx,
+                    [0] * len(idx),
+                    marker="s",
+                    s=42,
+                    color=VERDICT_COLORS[status],
+                    label=VERDICT_WORDS[status],
+                )
         ax0.set_yticks([])
         ax0.grid(False)
         ax0.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7.5, frameon=False)
@@ -220,12 +244,19 @@ def spectrum(model: ModelView, view: SelectedView, a: TensorAnalysis) -> FigureD
     ccdf = np.arange(1, ev.size + 1) / ev.size
     title = f"{model.name} {view.selected.label}: eigenvalue spectrum"
     with _figure(5.2, 2.9) as (fig, ax):
-        ax.loglog(ev, ccdf, marker=".", markersize=2, linewidth=0, color=PALETTE[0], label="eigenvalues of WᵀW")
+        ax.loglog(
+            ev, ccdf, marker=".", markersize=2, linewidth=0, color=PALETTE[0], label="eigenvalues of WᵀW"
+        )
         alpha, xmin, n_tail = sp.alpha, sp.xmin, sp.n_tail  # type: ignore[attr-defined]
         if np.isfinite(alpha) and xmin > 0 and n_tail > 1:
             xs = np.geomspace(xmin, ev[0], 50)
-            ax.loglog(xs, (n_tail / ev.size) * (xs / xmin) ** (1 - alpha), color=PALETTE[1], linewidth=1.4,
-                      label=f"power law, alpha {alpha:.2f} (x ≥ {xmin:.3g})")
+            ax.loglog(
+                xs,
+                (n_tail / ev.size) * (xs / xmin) ** (1 - alpha),
+                color=PALETTE[1],
+                linewidth=1.4,
+                label=f"power law, alpha {alpha:.2f} (x ≥ {xmin:.3g})",
+            )
         for lab in (ax.xaxis, ax.yaxis):
             lab.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
             lab.set_minor_formatter(FuncFormatter(lambda v, _pos: ""))

@@ -77,7 +77,8 @@ def run_inspect(path: Path, *, as_json: bool = False, pattern: str | None = None
     out = sys.stdout
     with open_path(path) as source:
         layers = [
-            layer for layer in source.layers()
+            layer
+            for layer in source.layers()
             if layer.params and (pattern is None or fnmatch.fnmatchcase(layer.name, pattern))
         ]
         if not as_json:

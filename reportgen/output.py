@@ -48,7 +48,7 @@ def remove_stale(target: Path) -> None:
     for path in entries:
         if not path.name.startswith(prefix) or not path.is_dir() or path.is_symlink():
             continue
-        kind, _, rest = path.name[len(prefix):].partition("-")
+        kind, _, rest = path.name[len(prefix) :].partition("-")
         pid = rest.split("-", 1)[0]
         # Another build of the same target may be writing right now: leave a live process's folders.
         if kind not in ("tmp", "old", "probe") or not pid.isdigit() or _alive(int(pid)):
@@ -78,7 +78,7 @@ def write_atomically(target: Path, files: dict[str, bytes], force: bool) -> None
                 fh.write(data)
                 fh.flush()
                 os.fsync(fh.fileno())
-        os.chmod(tmp, 0o755)
+        os.chmod(tmp, 0o755)  # noqa: S103 - mkdtemp makes 0700; a report folder is meant to be shared
         if target.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-{pid}-", dir=target.parent))
             os.rmdir(old)

@@ -17,7 +17,7 @@ def slugify(text: str) -> str:
     """Return an HTML-id-safe slug for a name (stable, lowercase, ascii)."""
     slug = re.sub(r"[^a-zA-Z0-9]+", "-", text).strip("-").lower() or "x"
     # A short hash keeps ids distinct for names that differ only in punctuation.
-    return f"{slug[:48]}-{hashlib.sha1(text.encode()).hexdigest()[:6]}"
+    return f"{slug[:48]}-{hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()[:6]}"
 
 
 @dataclass(frozen=True)

@@ -73,9 +73,9 @@ def default_selectors(layers: list[LayerInfo]) -> list[LayerSelector]:
     """Return first/last of each weighted convolution and dense type present, in depth order."""
     seen: list[str] = []
     for layer in _with_weights(layers):
-        if layer.class_name in FRIENDLY and not is_normalization(layer.class_name):
-            if layer.class_name not in seen:
-                seen.append(layer.class_name)
+        kind = layer.class_name
+        if kind in FRIENDLY and not is_normalization(kind) and kind not in seen:
+            seen.append(kind)
     out: list[LayerSelector] = []
     for t in seen:
         out.append(LayerSelector(role=f"first {t}"))
@@ -87,7 +87,9 @@ def default_selectors(layers: list[LayerInfo]) -> list[LayerSelector]:
     return out
 
 
-def _match(sel: LayerSelector, layers: list[LayerInfo], model: str, where: str) -> tuple[list[LayerInfo], str]:
+def _match(
+    sel: LayerSelector, layers: list[LayerInfo], model: str, where: str
+) -> tuple[list[LayerInfo], str]:
     """Return the layers one selector picks and the label words it implies."""
     n = len(layers)
     if sel.index is not None:

@@ -76,8 +76,22 @@ class TensorStats:
 class _Totals:
     """Running results of pass 1 (mutable scratch inside one compute_stats call)."""
 
-    __slots__ = ("count", "dtype", "finite", "hi", "inf", "lo", "m2", "m3", "m4", "mean", "nan", "sum_abs",
-                 "table", "zeros")
+    __slots__ = (
+        "count",
+        "dtype",
+        "finite",
+        "hi",
+        "inf",
+        "lo",
+        "m2",
+        "m3",
+        "m4",
+        "mean",
+        "nan",
+        "sum_abs",
+        "table",
+        "zeros",
+    )
 
     def __init__(self) -> None:
         self.dtype: np.dtype | None = None
@@ -98,8 +112,13 @@ class _Totals:
         d = mean - self.mean
         dn = d / tot
         a, b = float(na), float(nb)
-        self.m4 = (self.m4 + m4 + d * dn**3 * a * b * (a * a - a * b + b * b)
-                   + 6.0 * dn * dn * (a * a * m2 + b * b * self.m2) + 4.0 * dn * (a * m3 - b * self.m3))
+        self.m4 = (
+            self.m4
+            + m4
+            + d * dn**3 * a * b * (a * a - a * b + b * b)
+            + 6.0 * dn * dn * (a * a * m2 + b * b * self.m2)
+            + 4.0 * dn * (a * m3 - b * self.m3)
+        )
         self.m3 = self.m3 + m3 + d * dn * dn * a * b * (a - b) + 3.0 * dn * (a * m2 - b * self.m2)
         self.m2 = self.m2 + m2 + d * dn * a * b
         self.mean += dn * b
@@ -306,8 +325,12 @@ def _exact_bins(x: np.ndarray, first: float, last: float, edges: np.ndarray) -> 
 
 
 def _make_stats(
-    tot: _Totals, shape: tuple[int, ...], dtype: str, l2sq: float,
-    quantiles: tuple[float, float, float], hist: Histogram,
+    tot: _Totals,
+    shape: tuple[int, ...],
+    dtype: str,
+    l2sq: float,
+    quantiles: tuple[float, float, float],
+    hist: Histogram,
 ) -> TensorStats:
     """Assemble TensorStats from finished totals."""
     n = tot.finite
@@ -318,10 +341,27 @@ def _make_stats(
     kurt = _NAN if flat else (tot.m4 / n) / var**2 - 3.0
     p01, med, p99 = quantiles
     return TensorStats(
-        shape=shape, dtype=dtype, count=tot.count, finite=n, nan=tot.nan, inf=tot.inf, zeros=tot.zeros,
-        mean=tot.mean, std=math.sqrt(var), var=var, min=tot.lo, max=tot.hi, median=med, p01=p01, p99=p99,
-        mean_abs=tot.sum_abs / n, max_abs=max(abs(tot.lo), abs(tot.hi)), l2=math.sqrt(l2sq),
-        skewness=float(skew), kurtosis=float(kurt), histogram=hist,
+        shape=shape,
+        dtype=dtype,
+        count=tot.count,
+        finite=n,
+        nan=tot.nan,
+        inf=tot.inf,
+        zeros=tot.zeros,
+        mean=tot.mean,
+        std=math.sqrt(var),
+        var=var,
+        min=tot.lo,
+        max=tot.hi,
+        median=med,
+        p01=p01,
+        p99=p99,
+        mean_abs=tot.sum_abs / n,
+        max_abs=max(abs(tot.lo), abs(tot.hi)),
+        l2=math.sqrt(l2sq),
+        skewness=float(skew),
+        kurtosis=float(kurt),
+        histogram=hist,
     )
 
 
@@ -329,9 +369,27 @@ def _empty_stats(tot: _Totals, shape: tuple[int, ...], dtype: str) -> TensorStat
     """Return the stats of a tensor without finite values: counts only."""
     nan = _NAN
     return TensorStats(
-        shape=shape, dtype=dtype, count=tot.count, finite=0, nan=tot.nan, inf=tot.inf, zeros=tot.zeros,
-        mean=nan, std=nan, var=nan, min=nan, max=nan, median=nan, p01=nan, p99=nan, mean_abs=nan,
-        max_abs=nan, l2=nan, skewness=nan, kurtosis=nan, histogram=None,
+        shape=shape,
+        dtype=dtype,
+        count=tot.count,
+        finite=0,
+        nan=tot.nan,
+        inf=tot.inf,
+        zeros=tot.zeros,
+        mean=nan,
+        std=nan,
+        var=nan,
+        min=nan,
+        max=nan,
+        median=nan,
+        p01=nan,
+        p99=nan,
+        mean_abs=nan,
+        max_abs=nan,
+        l2=nan,
+        skewness=nan,
+        kurtosis=nan,
+        histogram=None,
     )
 
 
@@ -377,13 +435,20 @@ def _from_table(tot: _Totals, shape: tuple[int, ...], dtype: str, bins: int) -> 
     edges = np.linspace(first, last, bins + 1)
     hist = np.bincount(_exact_bins(values, first, last, edges), weights=w, minlength=bins)
     histogram = Histogram(tuple(edges.tolist()), tuple(round(float(h)) for h in hist))
-    return _make_stats(tot, shape, dtype, float(np.dot(w, values * values)), _quantiles(n, order_stat),
-                       histogram)
+    return _make_stats(
+        tot, shape, dtype, float(np.dot(w, values * values)), _quantiles(n, order_stat), histogram
+    )
 
 
 def _from_passes(
-    tot: _Totals, shape: tuple[int, ...], dtype: str, bins: int,
-    chunks: Callable[[], Iterator[np.ndarray]], block: int, select_max: int, scratch: _Scratch,
+    tot: _Totals,
+    shape: tuple[int, ...],
+    dtype: str,
+    bins: int,
+    chunks: Callable[[], Iterator[np.ndarray]],
+    block: int,
+    select_max: int,
+    scratch: _Scratch,
 ) -> TensorStats:
     """Finish the stats of a float32/float64/wide-integer tensor with passes 2 and 3 as needed."""
     n = tot.finite
@@ -516,10 +581,19 @@ def _fine_pass(
     true = _round_up(edges[1:-1], domain)
     bad = np.flatnonzero(arith != true)
     # A few straddled edges: count the values between T and E by comparison, in the input's own type.
-    checks = [
-        (i + 1, arith[i] < true[i], domain.type(min(arith[i], true[i])), domain.type(max(arith[i], true[i])))
-        for i in bad.tolist()
-    ] if bad.size <= _MAX_EDGE_CHECKS else []
+    checks = (
+        [
+            (
+                i + 1,
+                arith[i] < true[i],
+                domain.type(min(arith[i], true[i])),
+                domain.type(max(arith[i], true[i])),
+            )
+            for i in bad.tolist()
+        ]
+        if bad.size <= _MAX_EDGE_CHECKS
+        else []
+    )
     remask = bad.size > _MAX_EDGE_CHECKS
     fine = np.zeros(size + 1, dtype=np.int64)
     fixes = np.zeros(bins, dtype=np.int64)

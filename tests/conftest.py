@@ -114,5 +114,3 @@ def built(digits_models, tmp_path_factory: pytest.TempPathFactory) -> Path:  # t
     )
     assert main(["build", str(cfg), "--quiet"]) == 0
     return folder / "report"
-
-

@@ -59,7 +59,9 @@ def test_every_error_reported_at_once_in_line_order() -> None:
     assert len(msgs) == 3
     assert msgs[0].startswith("c.yaml:2: outptu: unknown key 'outptu' (did you mean 'output'?)")
     assert msgs[1].startswith("c.yaml:5: models[0].keras:")
-    assert msgs[2].startswith("c.yaml:13: models[1].init: unknown initializer 'glorot_unform' (did you mean glorot_uniform?)")
+    assert msgs[2].startswith(
+        "c.yaml:13: models[1].init: unknown initializer 'glorot_unform' (did you mean glorot_uniform?)"
+    )
 
 
 def test_selector_needs_exactly_one_way() -> None:
@@ -102,7 +104,9 @@ def test_missing_required_keys() -> None:
 
 def test_bad_format_value() -> None:
     msgs = errors(GOOD.replace("output: out", "output: out\nformats: [html, docx]"))
-    assert len(msgs) == 1 and msgs[0].startswith("c.yaml:3: formats[1]: Input should be 'html', 'pdf' or 'json'")
+    assert len(msgs) == 1 and msgs[0].startswith(
+        "c.yaml:3: formats[1]: Input should be 'html', 'pdf' or 'json'"
+    )
 
 
 def test_missing_file(tmp_path: Path) -> None:
@@ -112,7 +116,9 @@ def test_missing_file(tmp_path: Path) -> None:
 
 
 def test_not_a_mapping() -> None:
-    assert errors("- a\n- b\n") == ["c.yaml:1: the config must be a mapping of keys (title, output, models, ...)"]
+    assert errors("- a\n- b\n") == [
+        "c.yaml:1: the config must be a mapping of keys (title, output, models, ...)"
+    ]
 
 
 def test_duplicate_model_names() -> None:

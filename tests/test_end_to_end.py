@@ -13,7 +13,10 @@ from scipy import stats as sps
 
 def test_outputs_written(built: Path) -> None:
     assert sorted(p.name for p in built.iterdir()) == [
-        "manifest.json", "report.html", "report.pdf", "stats.json",
+        "manifest.json",
+        "report.html",
+        "report.pdf",
+        "stats.json",
     ]
     assert not [p for p in built.parent.iterdir() if p.name.startswith(".report.")]
 
@@ -21,7 +24,10 @@ def test_outputs_written(built: Path) -> None:
 def test_stats_match_independent_numpy(built: Path, digits_models) -> None:  # type: ignore[no-untyped-def]
     doc = json.loads((built / "stats.json").read_text())
     models = {m["name"]: m for m in doc["models"]}
-    for model_name, arrays in (("trained", digits_models.trained_arrays), ("untrained", digits_models.untrained_arrays)):
+    for model_name, arrays in (
+        ("trained", digits_models.trained_arrays),
+        ("untrained", digits_models.untrained_arrays),
+    ):
         layers = {layer["name"]: layer for layer in models[model_name]["layers"]}
         for layer_name, values in arrays.items():
             names = [p["name"] for p in layers[layer_name]["params"]]
@@ -31,9 +37,16 @@ def test_stats_match_independent_numpy(built: Path, digits_models) -> None:  # t
                 s = p["stats"]
                 assert s["count"] == x.size and tuple(p["shape"]) == arr.shape
                 for key, want in (
-                    ("mean", x.mean()), ("std", x.std()), ("var", x.var()), ("min", x.min()), ("max", x.max()),
-                    ("median", np.median(x)), ("p01", np.percentile(x, 1)), ("p99", np.percentile(x, 99)),
-                    ("mean_abs", np.abs(x).mean()), ("l2", np.sqrt((x * x).sum())),
+                    ("mean", x.mean()),
+                    ("std", x.std()),
+                    ("var", x.var()),
+                    ("min", x.min()),
+                    ("max", x.max()),
+                    ("median", np.median(x)),
+                    ("p01", np.percentile(x, 1)),
+                    ("p99", np.percentile(x, 99)),
+                    ("mean_abs", np.abs(x).mean()),
+                    ("l2", np.sqrt((x * x).sum())),
                 ):
                     assert s[key] == pytest.approx(want, rel=1e-9, abs=1e-12), (layer_name, p["name"], key)
                 assert s["zeros"] == int((x == 0).sum())
@@ -64,7 +77,9 @@ def test_glorot_limits_hold_for_untrained(built: Path) -> None:
         for p in layer["params"]:
             if p["role"] == "kernel":
                 fan_in = int(np.prod(p["shape"][:-1]))
-                fan_out = int(np.prod(p["shape"][:-2]) * p["shape"][-1]) if len(p["shape"]) > 2 else p["shape"][-1]
+                fan_out = (
+                    int(np.prod(p["shape"][:-2]) * p["shape"][-1]) if len(p["shape"]) > 2 else p["shape"][-1]
+                )
                 limit = np.sqrt(6.0 / (fan_in + fan_out))
                 assert p["init"]["limit"] == pytest.approx(limit, rel=1e-12)
                 assert p["stats"]["max_abs"] <= float(np.float32(limit))  # Keras draws in float32
@@ -79,7 +94,7 @@ def test_html_is_self_contained_and_escaped(built: Path) -> None:
     # no URL that would make a reader's browser fetch anything
     for attr in re.findall(r'(?:src|href)="([^"]*)"', html):
         assert attr.startswith(("#", "data:")), attr
-    assert "http-equiv=\"Content-Security-Policy\"" in html
+    assert 'http-equiv="Content-Security-Policy"' in html
     assert not re.search(r"url\((?!data:)", html)
     # every in-page link resolves to an id
     ids = set(re.findall(r'id="([^"]+)"', html))
@@ -151,4 +166,6 @@ def test_optimizer_state_is_not_a_layer(built: Path, digits_models) -> None:  # 
     from_h5 = next(m for m in doc["models"] if m["name"].startswith("trained <script>"))
     names = [layer["name"] for layer in from_h5["layers"] if layer["params"]]
     assert sorted(names) == sorted(digits_models.trained_arrays)  # Adam's moments stay out
-    assert from_h5["param_count"] == sum(a.size for arrs in digits_models.trained_arrays.values() for a in arrs)
+    assert from_h5["param_count"] == sum(
+        a.size for arrs in digits_models.trained_arrays.values() for a in arrs
+    )

@@ -45,7 +45,9 @@ def names(selected: list) -> list[tuple[str, str, tuple[str, ...]]]:
 def test_python_index_semantics() -> None:
     sel = [LayerSelector(index=1), LayerSelector(index=-1), LayerSelector(index=-4)]
     assert [s.layer.name for s in select(LAYERS, sel, ["kernel", "bias"], "m")] == [
-        "block1_conv1", "predictions", "block2_conv1",
+        "block1_conv1",
+        "predictions",
+        "block2_conv1",
     ]
 
 
@@ -59,10 +61,12 @@ def test_roles_and_labels() -> None:
 
 def test_glob_type_and_name() -> None:
     assert [s.layer.name for s in select(LAYERS, [LayerSelector(glob="block1_*")], ["all"], "m")] == [
-        "block1_conv1", "block1_conv2",
+        "block1_conv1",
+        "block1_conv2",
     ]
     assert [s.layer.name for s in select(LAYERS, [LayerSelector(type="Dense")], ["all"], "m")] == [
-        "fc1", "predictions",
+        "fc1",
+        "predictions",
     ]
     picked = select(LAYERS, [LayerSelector(name="fc1", label="first fully connected")], ["bias"], "m")
     assert names(picked) == [("fc1", "first fully connected", ("bias",))]
@@ -75,16 +79,28 @@ def test_a_layer_picked_twice_is_listed_once() -> None:
 
 def test_default_selection_is_first_and_last_of_each_type() -> None:
     assert [s.label for s in select(LAYERS, None, ["kernel"], "m")] == [
-        "first convolutional", "last convolutional", "first fully connected", "last fully connected",
+        "first convolutional",
+        "last convolutional",
+        "first fully connected",
+        "last fully connected",
     ]
 
 
 @pytest.mark.parametrize(
     ("selector", "message"),
     [
-        (LayerSelector(index=40), "cfg: layers[0]: index 40 is out of range: model 'm' has 8 layers (valid indexes -8..7)"),
-        (LayerSelector(index=-9), "cfg: layers[0]: index -9 is out of range: model 'm' has 8 layers (valid indexes -8..7)"),
-        (LayerSelector(index=3), "cfg: layers[0]: index 3 is layer 'block1_pool' (MaxPooling2D), which has no weights"),
+        (
+            LayerSelector(index=40),
+            "cfg: layers[0]: index 40 is out of range: model 'm' has 8 layers (valid indexes -8..7)",
+        ),
+        (
+            LayerSelector(index=-9),
+            "cfg: layers[0]: index -9 is out of range: model 'm' has 8 layers (valid indexes -8..7)",
+        ),
+        (
+            LayerSelector(index=3),
+            "cfg: layers[0]: index 3 is layer 'block1_pool' (MaxPooling2D), which has no weights",
+        ),
         (LayerSelector(name="fc2"), "cfg: layers[0]: model 'm' has no layer named 'fc2' (did you mean fc1?)"),
         (
             LayerSelector(glob="block9_*"),

@@ -30,13 +30,26 @@ def reference(values: np.ndarray, bins: int = BINS) -> dict[str, object]:
     counts, edges = np.histogram(f, bins=bins, range=rng)
     p01, med, p99 = np.percentile(f, [1, 50, 99])
     return {
-        "count": x.size, "finite": f.size, "nan": int(np.isnan(x).sum()), "inf": int(np.isinf(x).sum()),
-        "zeros": int((x == 0).sum()), "mean": np.mean(f), "std": np.std(f), "var": np.var(f),
-        "min": lo, "max": hi, "median": med, "p01": p01, "p99": p99, "mean_abs": np.mean(np.abs(f)),
-        "max_abs": np.max(np.abs(f)), "l2": np.sqrt(np.sum(f * f)),
+        "count": x.size,
+        "finite": f.size,
+        "nan": int(np.isnan(x).sum()),
+        "inf": int(np.isinf(x).sum()),
+        "zeros": int((x == 0).sum()),
+        "mean": np.mean(f),
+        "std": np.std(f),
+        "var": np.var(f),
+        "min": lo,
+        "max": hi,
+        "median": med,
+        "p01": p01,
+        "p99": p99,
+        "mean_abs": np.mean(np.abs(f)),
+        "max_abs": np.max(np.abs(f)),
+        "l2": np.sqrt(np.sum(f * f)),
         "skewness": scipy.stats.skew(f, bias=True),
         "kurtosis": scipy.stats.kurtosis(f, fisher=True, bias=True),
-        "counts": counts, "edges": edges,
+        "counts": counts,
+        "edges": edges,
     }
 
 
@@ -72,8 +85,11 @@ UNIFORM64 = RNG.uniform(-0.05, 0.07, (200, 250))
 LOGNORMAL32 = RNG.lognormal(0.0, 1.0, 70_000).astype(np.float32)  # skewed: shape stats far from 0
 
 
-@pytest.mark.parametrize("values", [NORMAL32, UNIFORM64, LOGNORMAL32, NORMAL32.astype(np.float64)],
-                         ids=["normal32", "uniform64", "lognormal32", "normal64"])
+@pytest.mark.parametrize(
+    "values",
+    [NORMAL32, UNIFORM64, LOGNORMAL32, NORMAL32.astype(np.float64)],
+    ids=["normal32", "uniform64", "lognormal32", "normal64"],
+)
 @pytest.mark.parametrize("select_max", [0, 1 << 30], ids=["fine-histogram", "partition"])
 def test_random_tensors_match_numpy_and_scipy(values: np.ndarray, select_max: int) -> None:
     stats = compute_stats(values, block=4096, select_max=select_max)
@@ -169,8 +185,21 @@ def test_wide_integers_take_the_streaming_path() -> None:
 def test_empty_tensor() -> None:
     stats = compute_stats(np.zeros((0, 4), dtype=np.float32))
     assert (stats.shape, stats.count, stats.finite, stats.zeros) == ((0, 4), 0, 0, 0)
-    numbers = (stats.mean, stats.std, stats.var, stats.min, stats.max, stats.median, stats.p01, stats.p99,
-               stats.mean_abs, stats.max_abs, stats.l2, stats.skewness, stats.kurtosis)
+    numbers = (
+        stats.mean,
+        stats.std,
+        stats.var,
+        stats.min,
+        stats.max,
+        stats.median,
+        stats.p01,
+        stats.p99,
+        stats.mean_abs,
+        stats.max_abs,
+        stats.l2,
+        stats.skewness,
+        stats.kurtosis,
+    )
     assert all(math.isnan(v) for v in numbers)
     assert stats.histogram is None
     assert math.isnan(stats.zero_frac)

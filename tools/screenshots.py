@@ -16,11 +16,16 @@ DOCS = ROOT / "docs"
 def main() -> int:
     """Build the quickstart report if needed, then write docs/report-html.png and docs/report-pdf.png."""
     if not (REPORT / "report.html").exists():
-        subprocess.run([sys.executable, "-m", "reportgen", "build", "configs/quickstart.yaml", "--force", "-q"],
-                       cwd=ROOT, check=True)
+        subprocess.run(
+            [sys.executable, "-m", "reportgen", "build", "configs/quickstart.yaml", "--force", "-q"],
+            cwd=ROOT,
+            check=True,
+        )
     chromium = shutil.which("chromium")
     if chromium is None or shutil.which("pdftoppm") is None:
-        print("screenshots need chromium and pdftoppm (apt-get install chromium poppler-utils)", file=sys.stderr)
+        print(
+            "screenshots need chromium and pdftoppm (apt-get install chromium poppler-utils)", file=sys.stderr
+        )
         return 2
     from PIL import Image
     from playwright.sync_api import sync_playwright
@@ -33,11 +38,14 @@ def main() -> int:
         page.screenshot(path=str(DOCS / "report-html.png"))
         browser.close()
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run(["pdftoppm", "-png", "-r", "70", "-f", "5", "-l", "5", str(REPORT / "report.pdf"),
-                        f"{tmp}/page"], check=True)
+        subprocess.run(
+            ["pdftoppm", "-png", "-r", "70", "-f", "5", "-l", "5", str(REPORT / "report.pdf"), f"{tmp}/page"],
+            check=True,
+        )
         shot = next(Path(tmp).glob("page*.png"))
-        Image.open(shot).convert("P", palette=Image.Palette.ADAPTIVE, colors=64).save(DOCS / "report-pdf.png",
-                                                                                      optimize=True)
+        Image.open(shot).convert("P", palette=Image.Palette.ADAPTIVE, colors=64).save(
+            DOCS / "report-pdf.png", optimize=True
+        )
     Image.open(DOCS / "report-html.png").convert("P", palette=Image.Palette.ADAPTIVE, colors=64).save(
         DOCS / "report-html.png", optimize=True
     )

@@ -43,8 +43,13 @@ def make_env() -> jinja2.Environment:
     return env
 
 
-def render_html(report: ReportModel, figures: dict[str, FigureData], *, for_pdf: bool = False,
-                extra: dict[str, Any] | None = None) -> str:
+def render_html(
+    report: ReportModel,
+    figures: dict[str, FigureData],
+    *,
+    for_pdf: bool = False,
+    extra: dict[str, Any] | None = None,
+) -> str:
     """Render the report; for_pdf opens collapsed sections and drops the script."""
     env = make_env()
     css = (template_dir() / "style.css").read_text(encoding="utf-8")

@@ -21,7 +21,9 @@ def jsonable(obj: Any) -> Any:
     """Convert dataclasses, tuples and numpy scalars to JSON values; NaN and Inf become null."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return {
-            f.name: jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.name not in _SKIP_FIELDS
+            f.name: jsonable(getattr(obj, f.name))
+            for f in dataclasses.fields(obj)
+            if f.name not in _SKIP_FIELDS
         }
     if isinstance(obj, dict):
         return {str(k): jsonable(v) for k, v in obj.items()}
@@ -115,8 +117,12 @@ def _model(m: ModelView) -> dict[str, Any]:
         "summary": getattr(diag, "summary", None),
         "looks_trained": getattr(diag, "trained", None),
         "selected": [
-            {"layer": v.selected.layer.name, "label": v.selected.label, "selector": v.selected.selector,
-             "params": [a.param for a in v.analyses]}
+            {
+                "layer": v.selected.layer.name,
+                "label": v.selected.label,
+                "selector": v.selected.selector,
+                "params": [a.param for a in v.analyses],
+            }
             for v in m.selected
         ],
         "layers": layers,

@@ -87,7 +87,11 @@ def describe_layers(model: Any) -> tuple[list[LayerInfo], dict[str, np.ndarray]]
 
     def walk(m: Any, prefix: str) -> None:
         for layer in m.layers:
-            if hasattr(layer, "layers") and layer.layers and layer.__class__.__name__ in ("Functional", "Sequential"):
+            if (
+                hasattr(layer, "layers")
+                and layer.layers
+                and layer.__class__.__name__ in ("Functional", "Sequential")
+            ):
                 walk(layer, f"{prefix}{layer.name}/")
             else:
                 flat.append((prefix, layer))
@@ -189,7 +193,9 @@ def build_application(app: str, weights: str | Path | None, model_name: str) -> 
                 f"not in {cache.parent} and cannot be downloaded (no network). Download it on a connected "
                 f"machine into {cache}, or set weights: /path/to/{missing}"
             ) from None
-        raise SourceError(f"model {model_name!r}: keras.applications.{app}(weights={weights!r}) failed: {exc}") from None
+        raise SourceError(
+            f"model {model_name!r}: keras.applications.{app}(weights={weights!r}) failed: {exc}"
+        ) from None
     layers, arrays = describe_layers(model)
     if weights is None:
         origin, trained = "random initialisation (weights=None)", False
