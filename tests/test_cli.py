@@ -1,0 +1,126 @@
+"""The command line as a user meets it: help with examples, one-line errors, documented exit codes."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from reportgen.cli import main
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_help_lists_exit_codes_and_examples(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    text = capsys.readouterr().out
+    for code in ("0", "2", "3", "4", "5", "6", "7", "8", "130"):
+        assert f"\n  {code:>3}  " in text
+    for sub in ("build", "inspect", "diff"):
+        with pytest.raises(SystemExit):
+            main([sub, "--help"])
+        assert f"reportgen {sub} " in capsys.readouterr().out.split("examples:")[1]
+
+
+def test_usage_error_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "build", "x.yaml", "--format", "docx")
+    assert code == 2
+    assert err.strip().count("\n") == 0 and err.startswith("reportgen: error: reportgen build: argument -f/--format")
+
+
+def test_missing_config(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, _, err = run(capsys, "build", str(tmp_path / "none.yaml"))
+    assert (code, err.strip()) == (3, f"reportgen: error: {tmp_path / 'none.yaml'}: no such config file")
+
+
+def _config(tmp_path: Path, body: str) -> Path:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"title: t\noutput: {tmp_path / 'out'}\nformats: [json]\nmodels:\n{body}")
+    return cfg
+
+
+def test_weights_path_missing(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    cfg = _config(tmp_path, "  - name: a\n    path: nothing.h5\n")
+    code, _, err = run(capsys, "build", str(cfg))
+    assert code == 4
+    assert err.strip() == f"reportgen: error: {cfg}:6: models[0].path: no such file or folder: {tmp_path / 'nothing.h5'}"
+    assert not (tmp_path / "out").exists()
+
+
+def test_not_a_weights_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    (tmp_path / "notes.h5").write_text("just text\n")
+    cfg = _config(tmp_path, "  - name: a\n    path: notes.h5\n")
+    code, _, err = run(capsys, "build", str(cfg))
+    assert code == 4
+    assert err.startswith(f"reportgen: error: {cfg}:6: models[0].path: {tmp_path / 'notes.h5'}: not a weights file")
+    assert err.count("\n") == 1 and not (tmp_path / "out").exists()
+
+
+def _safetensors(path: Path, seed: int = 0) -> dict[str, np.ndarray]:
+    from safetensors.numpy import save_file
+
+    rng = np.random.default_rng(seed)
+    tensors = {}
+    for name, (fan_out, fan_in) in {"fc1": (64, 32), "fc2": (16, 64)}.items():
+        bound = 1 / math.sqrt(fan_in)  # PyTorch's default Linear init
+        tensors[f"{name}.weight"] = rng.uniform(-bound, bound, (fan_out, fan_in)).astype(np.float32)
+        tensors[f"{name}.bias"] = rng.uniform(-bound, bound, (fan_out,)).astype(np.float32)
+    save_file(tensors, str(path))
+    return tensors
+
+
+def test_glob_that_selects_nothing(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    _safetensors(tmp_path / "m.safetensors")
+    cfg = _config(tmp_path, "  - name: a\n    path: m.safetensors\n    layers:\n      - glob: 'block*'\n")
+    code, _, err = run(capsys, "build", str(cfg))
+    assert code == 5
+    assert err.strip() == (
+        f"reportgen: error: {cfg}:5: models[0].layers[0]: glob 'block*' selects no layer with weights "
+        "in model 'a' (names look like: fc1, fc2)"
+    )
+    assert not (tmp_path / "out").exists()
+
+
+def test_pytorch_default_init_on_safetensors(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    _safetensors(tmp_path / "m.safetensors")
+    cfg = _config(tmp_path, "  - name: torchy\n    path: m.safetensors\n    init: pytorch_default\n")
+    code, out, _ = run(capsys, "build", str(cfg))
+    assert code == 0 and "torchy: all 2 layers with a known initializer look untrained" in out
+    doc = json.loads((tmp_path / "out" / "stats.json").read_text())
+    layers = {layer["name"]: layer for layer in doc["models"][0]["layers"]}
+    weight = layers["fc1"]["params"][0]
+    assert weight["init"]["kind"] == "pytorch_default" and weight["init"]["fan_in"] == 32
+    assert weight["init"]["limit"] == pytest.approx(1 / math.sqrt(32), rel=1e-12)
+    assert layers["fc1"]["verdict"]["status"] == "at_init"
+
+
+def test_inspect_json_matches_numpy(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    tensors = _safetensors(tmp_path / "m.safetensors")
+    code, out, _ = run(capsys, "inspect", str(tmp_path / "m.safetensors"), "--json", "--filter", "fc2")
+    assert code == 0
+    doc = json.loads(out)
+    assert [(t["layer"], t["param"]) for t in doc["tensors"]] == [("fc2", "weight"), ("fc2", "bias")]
+    for t in doc["tensors"]:
+        x = tensors[f"fc2.{t['param']}"].astype(np.float64)
+        assert t["stats"]["std"] == pytest.approx(x.std(), rel=1e-9)
+        assert t["stats"]["median"] == pytest.approx(np.median(x), rel=1e-9)
+
+
+def test_inspect_table(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    _safetensors(tmp_path / "m.safetensors")
+    code, out, _ = run(capsys, "inspect", str(tmp_path / "m.safetensors"))
+    lines = out.splitlines()
+    assert code == 0 and lines[1] == "2 layers with weights, 4 tensors, 3,152 parameters"
+    assert lines[3].split()[:4] == ["layer", "type", "param", "shape"]
+    assert [line.split()[:3] for line in lines[5:9]] == [
+        ["fc1", "Linear*", "weight"], ["fc1", "Linear*", "bias"], ["fc2", "Linear*", "weight"], ["fc2", "Linear*", "bias"],
+    ]
