@@ -188,7 +188,8 @@ def check_init(
     work = np.float64 if flat.dtype == np.float64 else np.float32
     inside = 0
     for c in _chunks(flat):
-        centred = c.astype(work, copy=False) - work(dist.mean) if dist.mean else c.astype(work, copy=False)
+        chunk: np.ndarray = c.astype(work, copy=False)
+        centred = chunk - work(dist.mean) if dist.mean else chunk
         inside += int(np.count_nonzero(np.abs(centred) <= work(bound)))
     std_ratio = stats.std / dist.std if dist.std > 0 else nan
     mean_in_std = (stats.mean - dist.mean) / dist.std if dist.std > 0 else nan
@@ -346,7 +347,7 @@ def _tensor_alerts(
         share = ta.dead_units / ta.units
         severity = "warning" if share >= t.dead_unit_warning_share else "info"
         msg = f"{ta.dead_units} of {ta.units} output units have all-zero weights and output only their bias"
-        numbers = (("dead_units", ta.dead_units), ("units", ta.units), ("share", share))
+        numbers: tuple[tuple[str, float], ...] = (("dead_units", ta.dead_units), ("units", ta.units), ("share", share))
         alert("dead-units", severity, msg, *numbers)
     check = ta.init_check if isinstance(ta.init_check, InitCheck) else None
     if check is not None and check.family != "constant" and math.isfinite(check.std_ratio) and not constant:

@@ -7,6 +7,7 @@ import io
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
@@ -22,8 +23,11 @@ from matplotlib.ticker import FuncFormatter
 from reportgen.analysis import TensorAnalysis
 from reportgen.report_model import Comparison, ModelView, ReportModel, SelectedView
 
+if TYPE_CHECKING:
+    from matplotlib.typing import RcKeyType
+
 # Fixed style: identical inputs give byte-identical SVG.
-RC = {
+RC: dict[RcKeyType, Any] = {
     "svg.hashsalt": "reportgen",
     "svg.fonttype": "none",
     "font.family": "DejaVu Sans",

@@ -48,6 +48,7 @@ def spec_from_keras(obj: Any, origin: str = "keras-config") -> InitSpec | None:
     """Read an initializer from a Keras layer config entry (dict or string); None if absent."""
     if obj is None:
         return None
+    params: dict[str, Any]
     if isinstance(obj, str):
         kind, params = snake_case(obj) if obj[:1].isupper() else obj, {}
     elif isinstance(obj, dict):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import functools
 import json
 import sys
 from pathlib import Path
@@ -93,7 +94,7 @@ def run_inspect(path: Path, *, as_json: bool = False, pattern: str | None = None
         for layer in layers:
             for ref in layer.params:
                 s = compute_stats(
-                    lambda ref=ref: source.iter_chunks(ref), shape=ref.shape, dtype=ref.dtype, bins=10
+                    functools.partial(source.iter_chunks, ref), shape=ref.shape, dtype=ref.dtype, bins=10
                 )
                 if as_json:
                     records.append(stats_record(layer, ref, s))

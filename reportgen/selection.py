@@ -150,7 +150,7 @@ def select(
     explicit = selectors is not None
     chosen: list[Selected] = []
     taken: set[str] = set()
-    for i, sel in enumerate(selectors if explicit else default_selectors(layers)):
+    for i, sel in enumerate(selectors if selectors is not None else default_selectors(layers)):
         loc = f"{where}layers[{i}]" if explicit else f"{where}default selection"
         found, label = _match(sel, layers, model, loc)
         wanted = sel.params if sel.params is not None else default_params

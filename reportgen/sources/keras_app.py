@@ -203,7 +203,7 @@ def build_application(app: str, weights: str | Path | None, model_name: str) -> 
         origin, trained = "ImageNet weights", True
     else:
         origin, trained = f"weights from {Path(str(weights)).name}", None
-    files = (Path(str(weights)),) if isinstance(weights, Path) else ()
+    files: tuple[Path, ...] = (Path(str(weights)),) if isinstance(weights, Path) else ()
     if weights == "imagenet":
         cached = sorted(keras_cache_dir().glob(f"{app.lower()}*.h5"))
         files = tuple(cached[:1])

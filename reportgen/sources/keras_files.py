@@ -158,7 +158,8 @@ def _layer_list(cfg: Any) -> list[dict[str, Any]] | None:
 
 
 def _lname(item: dict[str, Any]) -> str:
-    conf = item.get("config") if isinstance(item.get("config"), dict) else {}
+    raw = item.get("config")
+    conf = raw if isinstance(raw, dict) else {}
     return str(item.get("name") or conf.get("name") or item.get("class_name", "layer"))
 
 
@@ -170,7 +171,8 @@ def walk_config(model_cfg: Any) -> list[CfgLayer]:
 
     def visit(cfg: dict[str, Any], h5_path: str, prefix: str) -> tuple[list[str], list[str]]:
         items = _layer_list(cfg) or []
-        conf = cfg.get("config") if isinstance(cfg.get("config"), dict) else {}
+        raw_conf = cfg.get("config")
+        conf = raw_conf if isinstance(raw_conf, dict) else {}
         sequential = cfg.get("class_name") == "Sequential"
         used: dict[str, int] = {}
         order: list[str] = []
@@ -377,22 +379,22 @@ class KerasWeightsSource(_H5Source):
             shapes = [tuple(self.h5.dataset(k).shape or ()) for k in owner.datasets]
             cls = infer_class(shapes)
             names = var_names(cls, {}, len(shapes)) or tuple(str(i) for i in range(len(shapes)))
-            params = tuple(self._ref(k, n) for k, n in zip(owner.datasets, names))
+            refs = tuple(self._ref(k, n) for k, n in zip(owner.datasets, names))
             if cls == "Unknown":
-                params = tuple(TensorRef(p.key, p.name, "other", p.shape, p.dtype) for p in params)
+                refs = tuple(TensorRef(p.key, p.name, "other", p.shape, p.dtype) for p in refs)
             rows.append(
-                (owner.path, self._owner_name(owner, cls), cls, "inferred", owner.path, params, (), [])
+                (owner.path, self._owner_name(owner, cls), cls, "inferred", owner.path, refs, (), [])
             )
-        names = unique_names([r[0] for r in rows], [r[1] for r in rows])
+        unique = unique_names([r[0] for r in rows], [r[1] for r in rows])
         return [
             LayerInfo(
-                name=names[uid],
+                name=unique[uid],
                 class_name=cls,
                 index=i,
                 params=params,
                 type_source=src,
                 path=path,
-                feeds=tuple(names[f] for f in feeds if f in names),
+                feeds=tuple(unique[f] for f in feeds if f in unique),
                 attrs=attrs,
             )
             for i, (uid, _n, cls, src, path, params, attrs, feeds) in enumerate(rows)
