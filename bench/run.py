@@ -125,6 +125,18 @@ def main() -> None:
             f"{r['hed_rss_mib']:.0f} MiB in {r['hed_s']:.2f} s",
         )
     row("  (python + numpy alone)", f"{r['python_baseline_mib']:.0f} MiB")
+    try:
+        import distributed  # noqa: F401
+
+        import dask_bench
+
+        d = dask_bench.run(WORK, size_gb=2.5, workers=2)
+        row(f"analysis of a {d['size_gb']:.1f} GiB sharded checkpoint ({d['tensors']} tensors)",
+            f"pool {d['local_s']:.1f} s, Dask {d['dask_s']:.1f} s")
+        row("  Dask LocalCluster / local process pool", f"{d['dask/local']:.2f}x (overhead)")
+        row("  client peak RSS", f"{d['client_max_rss_mb']:.0f} MiB")
+    except ImportError:
+        row("Dask LocalCluster vs local process pool", "dask[distributed] not installed")
     print(f"\nbench finished in {time.perf_counter() - t_all:.0f} s")
 
 

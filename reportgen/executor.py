@@ -265,8 +265,9 @@ class ProcessBackend(Backend):
         except BrokenProcessPool:
             self.close()
             raise SourceError(
-                f"model {tasks[0].model!r}: a worker process died (out of memory?); "
-                "try fewer --workers or --executor threads"
+                f"model {tasks[0].model!r}: a worker process died (out of memory? a script calling "
+                "reportgen without an `if __name__ == '__main__':` guard?); try fewer --workers or "
+                "--executor threads"
             ) from None
         except BaseException:
             for f in futures:

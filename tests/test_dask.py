@@ -82,7 +82,13 @@ class SlowTensors(distributed.WorkerPlugin):  # type: ignore[misc]
             time.sleep(delay)
             return real(*args)
 
+        self.real = real
         ex.analyze_tensor = slow
+
+    def teardown(self, worker: Any) -> None:
+        import reportgen.executor as ex
+
+        ex.analyze_tensor = self.real
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +98,15 @@ def cluster() -> Iterator[Any]:
         silence_logs=40,
     ) as c:
         yield c
+
+
+@pytest.fixture(scope="module")
+def slow_workers(cluster: Any) -> Iterator[Any]:
+    """The cluster with the slow-tensors plugin on every worker, restarted ones included."""
+    with distributed.Client(cluster) as client:
+        client.register_plugin(SlowTensors(0.3))
+        yield client
+        client.unregister_worker_plugin(SlowTensors.name)
 
 
 @pytest.fixture(scope="module")
@@ -147,31 +162,26 @@ def _kill_a_busy_worker(cluster: Any, done: threading.Event, killed: list[int]) 
 
 
 def test_build_survives_a_killed_worker(
-    cluster: Any, small: tuple[Path, bytes], tmp_path: Path, one_task_per_tensor: None
+    cluster: Any, slow_workers: Any, small: tuple[Path, bytes], tmp_path: Path, one_task_per_tensor: None
 ) -> None:
     cfg, inline = small
-    with distributed.Client(cluster) as client:
-        client.register_plugin(SlowTensors(0.3))
-        try:
-            done, killed = threading.Event(), []
-            killer = threading.Thread(target=_kill_a_busy_worker, args=(cluster, done, killed))
-            killer.start()
-            try:
-                got = build_stats(cfg, tmp_path / "d", "--scheduler", cluster.scheduler_address)
-            finally:
-                done.set()
-                killer.join()
-            assert killed, "no worker was killed while the build ran"
-            with pytest.raises(ProcessLookupError):
-                os.kill(killed[0], 0)
-            assert got == inline
-        finally:
-            client.unregister_worker_plugin(SlowTensors.name)
-        client.wait_for_workers(2, timeout=60)
+    done, killed = threading.Event(), []
+    killer = threading.Thread(target=_kill_a_busy_worker, args=(cluster, done, killed))
+    killer.start()
+    try:
+        got = build_stats(cfg, tmp_path / "d", "--scheduler", cluster.scheduler_address)
+    finally:
+        done.set()
+        killer.join()
+    assert killed, "no worker was killed while the build ran"
+    with pytest.raises(ProcessLookupError):
+        os.kill(killed[0], 0)
+    assert got == inline
+    slow_workers.wait_for_workers(2, timeout=60)  # the nanny restarted it
 
 
 def test_interrupt_cancels_tasks_on_the_cluster(
-    cluster: Any, small: tuple[Path, bytes], one_task_per_tensor: None
+    cluster: Any, slow_workers: Any, small: tuple[Path, bytes], one_task_per_tensor: None
 ) -> None:
     cfg, _ = small
     source = open_path(cfg.parent / "ckpt")
@@ -182,21 +192,22 @@ def test_interrupt_cancels_tasks_on_the_cluster(
         calls.append(done)
         raise KeyboardInterrupt
 
-    with distributed.Client(cluster) as client:
-        client.register_plugin(SlowTensors(0.3))
-        ex = Executors("dask", cluster.scheduler_address)
-        try:
-            with pytest.raises(KeyboardInterrupt):
-                ex.analyze(source, source.layers(), AnalysisOptions(), recipe, "llm", ctrl_c)
-            assert calls == [1]
-            # Cancelled, not merely forgotten: the scheduler drops them while the client is still connected.
-            deadline = time.monotonic() + 10
-            while cluster.scheduler.tasks and time.monotonic() < deadline:
-                time.sleep(0.05)
-            assert not cluster.scheduler.tasks
-        finally:
-            ex.close()
-            client.unregister_worker_plugin(SlowTensors.name)
+    ex = Executors("dask", cluster.scheduler_address)
+    before = len(cluster.scheduler.transition_log)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            ex.analyze(source, source.layers(), AnalysisOptions(), recipe, "llm", ctrl_c)
+        assert calls == [1]
+        deadline = time.monotonic() + 10
+        while cluster.scheduler.tasks and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not cluster.scheduler.tasks  # dropped while this client is still connected
+    finally:
+        ex.close()
+    log = list(cluster.scheduler.transition_log)[before:]
+    ours = {t.key for t in log if str(t.key).startswith("run_remote")}
+    finished = {t.key for t in log if t.key in ours and t.finish == "memory"}
+    assert len(ours) >= 12 and len(finished) < 6, (len(ours), len(finished))  # the rest never ran
 
 
 def test_unreachable_scheduler_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
