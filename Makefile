@@ -32,7 +32,8 @@ test: $(VENV)/.installed ## run the test suite
 
 .PHONY: lint
 lint: $(VENV)/.installed ## ruff and mypy
-	$(VENV)/bin/ruff check reportgen tests bench
+	$(VENV)/bin/ruff check reportgen tests bench tools
+	$(VENV)/bin/ruff format --check reportgen tests bench tools
 	$(VENV)/bin/mypy reportgen
 
 .PHONY: bench

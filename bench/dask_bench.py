@@ -158,8 +158,10 @@ def main() -> None:
     print(f"checkpoint: {shown}", file=sys.stderr)
     print(f"local process pool: {r['local_s']:.2f} s (start {r['local_start_s']:.2f} s)", file=sys.stderr)
     print(f"dask LocalCluster:  {r['dask_s']:.2f} s (start {r['dask_start_s']:.2f} s)", file=sys.stderr)
-    print(f"dask / local: {r['dask/local']:.2f}x; analysis only: {r['dask_analysis/local_analysis']:.2f}x",
-          file=sys.stderr)
+    print(
+        f"dask / local: {r['dask/local']:.2f}x; analysis only: {r['dask_analysis/local_analysis']:.2f}x",
+        file=sys.stderr,
+    )
     print(f"client peak RSS: {r['client_max_rss_mb']:.0f} MiB", file=sys.stderr)
     print(json.dumps(r))
 

@@ -38,9 +38,7 @@ def row(name: str, value: str, target: str = "", ok: bool | None = None) -> None
 def subprocess_json(args: list[str]) -> dict:  # type: ignore[type-arg]
     """Run a bench script in a fresh interpreter and parse its last line as JSON."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    out = subprocess.run(
-        [sys.executable, *args], capture_output=True, text=True, check=True, env=env, cwd=ROOT
-    )
+    out = subprocess.run([sys.executable, *args], capture_output=True, text=True, check=True, env=env, cwd=ROOT)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -126,13 +124,14 @@ def main() -> None:
         )
     row("  (python + numpy alone)", f"{r['python_baseline_mib']:.0f} MiB")
     try:
+        import dask_bench
         import distributed  # noqa: F401
 
-        import dask_bench
-
         d = dask_bench.run(WORK, size_gb=2.5, workers=2)
-        row(f"analysis of a {d['size_gb']:.1f} GiB sharded checkpoint ({d['tensors']} tensors)",
-            f"pool {d['local_s']:.1f} s, Dask {d['dask_s']:.1f} s")
+        row(
+            f"analysis of a {d['size_gb']:.1f} GiB sharded checkpoint ({d['tensors']} tensors)",
+            f"pool {d['local_s']:.1f} s, Dask {d['dask_s']:.1f} s",
+        )
         row("  Dask LocalCluster / local process pool", f"{d['dask/local']:.2f}x (overhead)")
         row("  client peak RSS", f"{d['client_max_rss_mb']:.0f} MiB")
     except ImportError:

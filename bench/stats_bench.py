@@ -88,9 +88,7 @@ def run(
     tensors = make_tensors(scale=scale)
     times: dict[str, float] = {"elements": float(sum(t.size for t in tensors))}
     times["max"] = _best(lambda: [np.max(t) for t in tensors], repeat)
-    times["reportgen"] = _best(
-        lambda: [compute_stats(t, block=block, select_max=select_max) for t in tensors], repeat
-    )
+    times["reportgen"] = _best(lambda: [compute_stats(t, block=block, select_max=select_max) for t in tensors], repeat)
     if with_naive:
         times["naive"] = _best(lambda: [naive(t) for t in tensors], min(repeat, 2))
         times["naive/reportgen"] = times["naive"] / times["reportgen"]

@@ -52,9 +52,7 @@ def kernel_shape(layer: LayerInfo) -> tuple[int, ...] | None:
     return k.shape if k is not None else None
 
 
-def analyze_tensor(
-    source: WeightSource, layer: LayerInfo, ref: TensorRef, options: AnalysisOptions
-) -> TensorAnalysis:
+def analyze_tensor(source: WeightSource, layer: LayerInfo, ref: TensorRef, options: AnalysisOptions) -> TensorAnalysis:
     """Read one tensor and compute everything the report needs from its values."""
     from reportgen import diagnosis, spectral
 
@@ -65,11 +63,7 @@ def analyze_tensor(
     if dist is not None and stats.finite > 0:
         check = diagnosis.check_init(np.asarray(values), dist, stats, sample_size=options.ks_sample)
     spec = None
-    if (
-        options.spectral
-        and ref.role in ("kernel", "depthwise_kernel", "pointwise_kernel")
-        and len(ref.shape) >= 2
-    ):
+    if options.spectral and ref.role in ("kernel", "depthwise_kernel", "pointwise_kernel") and len(ref.shape) >= 2:
         spec = spectral.spectral_metrics(np.asarray(values), ref.layout, max_dim=options.spectral_max_dim)
     dead = units = None
     if ref.role == "kernel" and len(ref.shape) >= 2:

@@ -52,14 +52,17 @@ def make_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"reportgen {__version__}")
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
     common.add_argument("-v", "--verbose", action="store_true", help="print details and tracebacks")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     b = sub.add_parser(
-        "build", parents=[common], help="build a report from a YAML config",
-        epilog=BUILD_EXAMPLE + "\n" + EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        "build",
+        parents=[common],
+        help="build a report from a YAML config",
+        epilog=BUILD_EXAMPLE + "\n" + EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     b.add_argument("config", help="YAML config file")
     b.add_argument("-o", "--output", help="output folder (default: the config's 'output')")
@@ -67,25 +70,30 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("--force", action="store_true", help="replace an existing output folder")
     b.add_argument("-j", "--workers", type=int, default=0, help="parallel workers (default: one per core)")
     b.add_argument(
-        "--executor", choices=("inline", "threads", "processes", "dask"),
+        "--executor",
+        choices=("inline", "threads", "processes", "dask"),
         help="where tensors are analysed (default: processes for files, threads for keras applications)",
     )
-    b.add_argument(
-        "--scheduler", metavar="ADDRESS", help="Dask scheduler, e.g. tcp://host:8786 (implies dask)"
-    )
+    b.add_argument("--scheduler", metavar="ADDRESS", help="Dask scheduler, e.g. tcp://host:8786 (implies dask)")
     b.add_argument("--open", action="store_true", help="open the HTML report in a browser when done")
 
     i = sub.add_parser(
-        "inspect", parents=[common], help="quick look at a weights file, no config needed",
-        epilog=INSPECT_EXAMPLE + "\n" + EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        "inspect",
+        parents=[common],
+        help="quick look at a weights file, no config needed",
+        epilog=INSPECT_EXAMPLE + "\n" + EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     i.add_argument("path", help="weights file or folder (.keras, .h5, .weights.h5, .safetensors, ...)")
     i.add_argument("--json", action="store_true", help="print JSON instead of a table")
     i.add_argument("--filter", metavar="GLOB", help="only layers whose name matches GLOB")
 
     d = sub.add_parser(
-        "diff", parents=[common], help="compare two reports (folders or stats.json files)",
-        epilog=DIFF_EXAMPLE + "\n" + EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        "diff",
+        parents=[common],
+        help="compare two reports (folders or stats.json files)",
+        epilog=DIFF_EXAMPLE + "\n" + EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     d.add_argument("old", help="earlier report folder or stats.json")
     d.add_argument("new", help="later report folder or stats.json")
@@ -102,7 +110,10 @@ def _progress_printer(quiet: bool) -> Any:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     bar = Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
         transient=True,
     )
     task = bar.add_task("starting", total=None)
@@ -122,8 +133,12 @@ def cmd_build(args: argparse.Namespace) -> int:
         raise UsageError(f"reportgen build: --scheduler needs --executor dask, not {args.executor}")
     loaded = load_config(args.config)
     opts = BuildOptions(
-        output=args.output, formats=args.format, force=args.force, workers=args.workers,
-        executor=args.executor, scheduler=args.scheduler,
+        output=args.output,
+        formats=args.format,
+        force=args.force,
+        workers=args.workers,
+        executor=args.executor,
+        scheduler=args.scheduler,
     )
     bar, update = _progress_printer(args.quiet)
     if bar is not None:
@@ -154,8 +169,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
     """Compare two reports."""
     from reportgen.diff import run_diff
 
-    return run_diff(args.old, args.new, output=args.output, formats=args.format, force=args.force,
-                    quiet=args.quiet)
+    return run_diff(args.old, args.new, output=args.output, formats=args.format, force=args.force, quiet=args.quiet)
 
 
 COMMANDS = {"build": cmd_build, "inspect": cmd_inspect, "diff": cmd_diff}
@@ -187,8 +201,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("reportgen: interrupted; no partial output was left", file=sys.stderr)
         return 130
     except Exception as exc:  # a bug: one line, the traceback on request
-        print(f"reportgen: internal error: {type(exc).__name__}: {exc} (run with --verbose for details)",
-              file=sys.stderr)
+        print(
+            f"reportgen: internal error: {type(exc).__name__}: {exc} (run with --verbose for details)", file=sys.stderr
+        )
         if verbose:
             traceback.print_exc()
         return 1

@@ -16,14 +16,48 @@ from reportgen.errors import ConfigError
 MAX_CONFIG_BYTES = 1 << 20  # a config is a few KB; anything this large is not one
 
 # Keras applications known to this release; checked again against keras when the model is built.
-KERAS_APPLICATIONS = (
-    "ConvNeXtBase ConvNeXtLarge ConvNeXtSmall ConvNeXtTiny ConvNeXtXLarge DenseNet121 DenseNet169 "
-    "DenseNet201 EfficientNetB0 EfficientNetB1 EfficientNetB2 EfficientNetB3 EfficientNetB4 EfficientNetB5 "
-    "EfficientNetB6 EfficientNetB7 EfficientNetV2B0 EfficientNetV2B1 EfficientNetV2B2 EfficientNetV2B3 "
-    "EfficientNetV2L EfficientNetV2M EfficientNetV2S InceptionResNetV2 InceptionV3 MobileNet MobileNetV2 "
-    "MobileNetV3Large MobileNetV3Small NASNetLarge NASNetMobile ResNet101 ResNet101V2 ResNet152 ResNet152V2 "
-    "ResNet50 ResNet50V2 VGG16 VGG19 Xception"
-).split()
+KERAS_APPLICATIONS = [
+    "ConvNeXtBase",
+    "ConvNeXtLarge",
+    "ConvNeXtSmall",
+    "ConvNeXtTiny",
+    "ConvNeXtXLarge",
+    "DenseNet121",
+    "DenseNet169",
+    "DenseNet201",
+    "EfficientNetB0",
+    "EfficientNetB1",
+    "EfficientNetB2",
+    "EfficientNetB3",
+    "EfficientNetB4",
+    "EfficientNetB5",
+    "EfficientNetB6",
+    "EfficientNetB7",
+    "EfficientNetV2B0",
+    "EfficientNetV2B1",
+    "EfficientNetV2B2",
+    "EfficientNetV2B3",
+    "EfficientNetV2L",
+    "EfficientNetV2M",
+    "EfficientNetV2S",
+    "InceptionResNetV2",
+    "InceptionV3",
+    "MobileNet",
+    "MobileNetV2",
+    "MobileNetV3Large",
+    "MobileNetV3Small",
+    "NASNetLarge",
+    "NASNetMobile",
+    "ResNet101",
+    "ResNet101V2",
+    "ResNet152",
+    "ResNet152V2",
+    "ResNet50",
+    "ResNet50V2",
+    "VGG16",
+    "VGG19",
+    "Xception",
+]
 
 INIT_NAMES = (
     "glorot_uniform",
@@ -38,6 +72,9 @@ INIT_NAMES = (
     "truncated_normal",
     "pytorch_default",
 )
+
+Format = Literal["html", "pdf", "json"]
+FORMATS: tuple[Format, ...] = ("html", "pdf", "json")
 
 ROLE_RE = re.compile(r"^(first|last|all)\s+(\w+)$")
 
@@ -62,8 +99,7 @@ class LayerSelector(_Strict):
         given = [k for k in ("index", "name", "glob", "type", "role") if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError(
-                "give exactly one of index, name, glob, type, role"
-                + (f" (got {', '.join(given)})" if given else "")
+                "give exactly one of index, name, glob, type, role" + (f" (got {', '.join(given)})" if given else "")
             )
         if self.role is not None and not ROLE_RE.match(self.role.strip()):
             raise ValueError(f"role must read 'first TYPE', 'last TYPE' or 'all TYPE', got {self.role!r}")
@@ -124,7 +160,7 @@ class ReportConfig(_Strict):
 
     title: str
     output: str = "reports/report"
-    formats: list[Literal["html", "pdf", "json"]] = Field(default_factory=lambda: ["html", "pdf", "json"])
+    formats: list[Format] = Field(default_factory=lambda: list(FORMATS))
     description: str | None = None
     models: list[ModelConfig] = Field(min_length=1)
     bins: int = Field(default=60, ge=5, le=1000)
@@ -183,7 +219,7 @@ def resolve_package_path(spec: str, config_path: Path) -> Path:
         found = None
     if found is None or not found.submodule_search_locations:
         raise ConfigError(f"{config_path}: package {package!r} is not installed (from 'pkg:{spec}')")
-    return Path(list(found.submodule_search_locations)[0]) / inner
+    return Path(next(iter(found.submodule_search_locations))) / inner
 
 
 # ---------------------------------------------------------------------------- YAML with line numbers
@@ -211,12 +247,12 @@ def _line_map(node: yaml.Node, path: tuple[Any, ...], out: dict[tuple[Any, ...],
     if isinstance(node, yaml.MappingNode):
         for key, value in node.value:
             k = key.value
-            out[path + (k,)] = key.start_mark.line + 1
-            _line_map(value, path + (k,), out)
+            out[(*path, k)] = key.start_mark.line + 1
+            _line_map(value, (*path, k), out)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            out[path + (i,)] = item.start_mark.line + 1
-            _line_map(item, path + (i,), out)
+            out[(*path, i)] = item.start_mark.line + 1
+            _line_map(item, (*path, i), out)
 
 
 def _format_loc(loc: tuple[Any, ...]) -> str:
@@ -256,7 +292,7 @@ def _fields_of(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     return list(current.model_fields)
 
 
-def _message(err: dict[str, Any], loc: tuple[Any, ...]) -> str:
+def _message(err: Any, loc: tuple[Any, ...]) -> str:
     kind = err["type"]
     if kind == "extra_forbidden":
         key = loc[-1]
@@ -274,9 +310,9 @@ def parse_config(text: str, path: Path) -> LoadedConfig:
         node = yaml.compose(text, Loader=_LineLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        line = f":{mark.line + 1}" if mark else ""
+        where = f":{mark.line + 1}" if mark else ""
         problem = exc.problem or exc.context or "invalid YAML"
-        raise ConfigError(f"{path}{line}: YAML syntax error: {problem}") from None
+        raise ConfigError(f"{path}{where}: YAML syntax error: {problem}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: YAML syntax error: {exc}") from None
     if node is None:
@@ -289,7 +325,7 @@ def parse_config(text: str, path: Path) -> LoadedConfig:
     try:
         config = ReportConfig.model_validate(data)
     except ValidationError as exc:
-        messages = []
+        messages: list[tuple[int, str]] = []
         for err in exc.errors():
             loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
             probe = loc

@@ -325,9 +325,7 @@ def _feeds_batch_norm(layer: LayerInfo, by_name: dict[str, LayerInfo]) -> bool:
     return False
 
 
-def _tensor_alerts(
-    model: str, layer: LayerInfo, ta: TensorAnalysis, verdict: Verdict, t: Thresholds
-) -> list[Alert]:
+def _tensor_alerts(model: str, layer: LayerInfo, ta: TensorAnalysis, verdict: Verdict, t: Thresholds) -> list[Alert]:
     """Return the alerts raised by one tensor's own numbers."""
     s, out = ta.stats, []
 

@@ -450,14 +450,10 @@ def compare_models(
             if q is None:
                 add_t.append(TensorRefDiff(name, pname, None, tuple(p.get("shape") or ())))
             elif list(q.get("shape") or ()) != list(p.get("shape") or ()):
-                reshaped.append(
-                    TensorRefDiff(name, pname, tuple(q.get("shape") or ()), tuple(p.get("shape") or ()))
-                )
+                reshaped.append(TensorRefDiff(name, pname, tuple(q.get("shape") or ()), tuple(p.get("shape") or ())))
             else:
                 matched.append((name, q, p))
-        rem_t += [
-            TensorRefDiff(name, n, tuple(q.get("shape") or ()), None) for n, q in po.items() if n not in pn
-        ]
+        rem_t += [TensorRefDiff(name, n, tuple(q.get("shape") or ()), None) for n, q in po.items() if n not in pn]
     changes: dict[tuple[str, str], tuple[float | None, float | None, float | None]] = {}
     note = "weights not compared (statistics only)"
     if weights and matched:
@@ -558,12 +554,8 @@ def compute_diff(
     alerts = tuple(a for m in models for a in model_alerts(m))
     overlays = []
     for (o, n), m in zip(pairs, models, strict=True):
-        so = {
-            (layer["name"], p["name"]): p.get("stats") or {} for layer in o["layers"] for p in layer["params"]
-        }
-        sn = {
-            (layer["name"], p["name"]): p.get("stats") or {} for layer in n["layers"] for p in layer["params"]
-        }
+        so = {(layer["name"], p["name"]): p.get("stats") or {} for layer in o["layers"] for p in layer["params"]}
+        sn = {(layer["name"], p["name"]): p.get("stats") or {} for layer in n["layers"] for p in layer["params"]}
         for t in m.top():
             ho, hn = _histogram(so[(t.layer, t.param)]), _histogram(sn[(t.layer, t.param)])
             if ho is not None and hn is not None:
@@ -713,9 +705,7 @@ def summary_lines(diff: DiffModel) -> list[str]:
         for r in m.reshaped_tensors:
             lines.append(f"  reshaped: {r.layer}/{r.param} {r.old_shape} -> {r.new_shape}")
         if m.verdict_changes:
-            lines.append(
-                "  verdicts: " + ", ".join(f"{v.layer} {v.old} -> {v.new}" for v in m.verdict_changes)
-            )
+            lines.append("  verdicts: " + ", ".join(f"{v.layer} {v.old} -> {v.new}" for v in m.verdict_changes))
         top = m.top()
         if top:
             lines.append("  most changed:")

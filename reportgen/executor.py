@@ -80,9 +80,7 @@ def choose_kind(kind: str | None, recipe: ReopenRecipe | None, workers: int) -> 
     return "processes" if recipe.format in REOPENABLE else "threads"
 
 
-def make_tasks(
-    model: str, recipe: ReopenRecipe | None, jobs: Sequence[Job], options: AnalysisOptions
-) -> list[Task]:
+def make_tasks(model: str, recipe: ReopenRecipe | None, jobs: Sequence[Job], options: AnalysisOptions) -> list[Task]:
     """Group jobs (biggest first) into tasks; a big tensor goes alone, small ones share."""
     tasks: list[Task] = []
     batch: list[Job] = []
@@ -150,9 +148,7 @@ def _reopen(recipe: ReopenRecipe) -> WeightSource:
         source = open_path(recipe.path, init=init)
         if source.info.format != recipe.format:
             source.close()
-            raise SourceError(
-                f"{recipe.path}: this worker reads it as {source.info.format}, not {recipe.format}"
-            )
+            raise SourceError(f"{recipe.path}: this worker reads it as {source.info.format}, not {recipe.format}")
         _cache[key] = source
         while len(_cache) > WORKER_CACHE:
             _cache.popitem(last=False)[1].close()
@@ -292,9 +288,7 @@ class DaskBackend(Backend):
         try:
             import distributed
         except ImportError:
-            raise ConfigError(
-                "executor dask needs the optional 'dask' extra: pip install 'reportgen[dask]'"
-            ) from None
+            raise ConfigError("executor dask needs the optional 'dask' extra: pip install 'reportgen[dask]'") from None
         self.cluster = None
         if scheduler:
             try:
@@ -313,8 +307,13 @@ class DaskBackend(Backend):
 
             self.cluster = distributed.LocalCluster(
                 # Port 0 everywhere: several builds on one machine must not fight over 8786/8787.
-                n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                scheduler_port=0, dashboard_address=":0", silence_logs=logging.ERROR,
+                n_workers=workers,
+                threads_per_worker=1,
+                processes=True,
+                host="127.0.0.1",
+                scheduler_port=0,
+                dashboard_address=":0",
+                silence_logs=logging.ERROR,
             )
             self.client = distributed.Client(self.cluster)
 

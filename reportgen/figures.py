@@ -137,9 +137,7 @@ def depth_trend(models: tuple[ModelView, ...], kinds: tuple[str, ...], label: st
         ax.set_ylabel("Mean of |w| (log scale)")
         ax.legend(fontsize=8, frameon=False)
         uri = _to_uri(fig)
-    alt = (
-        title + ": " + "; ".join(f"{n}: {len(p)} layers, {p[0][1]:.3g} to {p[-1][1]:.3g}" for n, p in series)
-    )
+    alt = title + ": " + "; ".join(f"{n}: {len(p)} layers, {p[0][1]:.3g} to {p[-1][1]:.3g}" for n, p in series)
     return FigureData(f"trend-{label.replace(' ', '-')}", title, alt, uri)
 
 
@@ -248,9 +246,7 @@ def spectrum(model: ModelView, view: SelectedView, a: TensorAnalysis) -> FigureD
     ccdf = np.arange(1, ev.size + 1) / ev.size
     title = f"{model.name} {view.selected.label}: eigenvalue spectrum"
     with _figure(5.2, 2.9) as (fig, ax):
-        ax.loglog(
-            ev, ccdf, marker=".", markersize=2, linewidth=0, color=PALETTE[0], label="eigenvalues of WᵀW"
-        )
+        ax.loglog(ev, ccdf, marker=".", markersize=2, linewidth=0, color=PALETTE[0], label="eigenvalues of WᵀW")
         alpha, xmin, n_tail = sp.alpha, sp.xmin, sp.n_tail  # type: ignore[attr-defined]
         if np.isfinite(alpha) and xmin > 0 and n_tail > 1:
             xs = np.geomspace(xmin, ev[0], 50)

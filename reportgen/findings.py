@@ -141,9 +141,7 @@ def _comparison(c: Comparison) -> Finding:
     return Finding(f"{c.layer} {c.param} — " + "; ".join(parts) + ".", None, c.layer, "comparison")
 
 
-def write_findings(
-    models: list[ModelView] | tuple[ModelView, ...], comparisons: list[Comparison]
-) -> list[Finding]:
+def write_findings(models: list[ModelView] | tuple[ModelView, ...], comparisons: list[Comparison]) -> list[Finding]:
     """Return the findings for the report, model by model, then comparisons."""
     out: list[Finding] = []
     for m in models:

@@ -126,9 +126,7 @@ class InitDistribution:
         return f"constant {self.mean:g}"
 
 
-def _variance_scaling(
-    spec: InitSpec, scale: float, mode: str, dist: str, fans: tuple[int, int]
-) -> InitDistribution:
+def _variance_scaling(spec: InitSpec, scale: float, mode: str, dist: str, fans: tuple[int, int]) -> InitDistribution:
     fan_in, fan_out = fans
     n = {"fan_in": fan_in, "fan_out": fan_out}.get(mode, (fan_in + fan_out) / 2.0)
     s = scale / max(1.0, n)
@@ -137,9 +135,7 @@ def _variance_scaling(
         return InitDistribution(spec, "uniform", fan_in, fan_out, s, math.sqrt(s), limit)
     if dist == "truncated_normal":
         base = math.sqrt(s) / TRUNC_STD_FACTOR
-        return InitDistribution(
-            spec, "truncated_normal", fan_in, fan_out, s, math.sqrt(s), 2 * base, 0.0, base
-        )
+        return InitDistribution(spec, "truncated_normal", fan_in, fan_out, s, math.sqrt(s), 2 * base, 0.0, base)
     return InitDistribution(spec, "normal", fan_in, fan_out, s, math.sqrt(s), None, 0.0, math.sqrt(s))
 
 
@@ -169,9 +165,7 @@ def distribution(
         )
     if kind == "random_normal":
         std = float(spec.param("stddev", 0.05))
-        return InitDistribution(
-            spec, "normal", None, None, std**2, std, None, float(spec.param("mean", 0.0)), std
-        )
+        return InitDistribution(spec, "normal", None, None, std**2, std, None, float(spec.param("mean", 0.0)), std)
     if kind == "truncated_normal":
         base = float(spec.param("stddev", 0.05))
         mean = float(spec.param("mean", 0.0))
@@ -181,9 +175,7 @@ def distribution(
     if kind == "random_uniform":
         lo, hi = float(spec.param("minval", -0.05)), float(spec.param("maxval", 0.05))
         half = (hi - lo) / 2
-        return InitDistribution(
-            spec, "uniform", None, None, half**2 / 3, half / math.sqrt(3), half, (lo + hi) / 2
-        )
+        return InitDistribution(spec, "uniform", None, None, half**2 / 3, half / math.sqrt(3), half, (lo + hi) / 2)
     if kind == "orthogonal":
         rows = math.prod(shape[:-1]) if len(shape) > 1 else 1
         cols = shape[-1] if shape else 1

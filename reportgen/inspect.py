@@ -93,9 +93,7 @@ def run_inspect(path: Path, *, as_json: bool = False, pattern: str | None = None
         records = []
         for layer in layers:
             for ref in layer.params:
-                s = compute_stats(
-                    functools.partial(source.iter_chunks, ref), shape=ref.shape, dtype=ref.dtype, bins=10
-                )
+                s = compute_stats(functools.partial(source.iter_chunks, ref), shape=ref.shape, dtype=ref.dtype, bins=10)
                 if as_json:
                     records.append(stats_record(layer, ref, s))
                 else:

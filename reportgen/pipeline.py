@@ -120,8 +120,7 @@ def _apply_init(source: WeightSource, mc: ModelConfig) -> list[LayerInfo]:
     out = []
     for layer in layers:
         params = tuple(
-            dataclasses.replace(p, init=spec) if p.init is None and p.role == "kernel" else p
-            for p in layer.params
+            dataclasses.replace(p, init=spec) if p.init is None and p.role == "kernel" else p for p in layer.params
         )
         out.append(dataclasses.replace(layer, params=params))
     return out
@@ -182,9 +181,7 @@ def build_report_model(
             timings["analysis"] += time.perf_counter() - t1
             diag = _diagnose(mc.name, layers, analyses)
             alerts.extend(getattr(diag, "alerts", ()))
-            selected = tuple(
-                SelectedView(s, tuple(analyses[(s.layer.name, p.name)] for p in s.params)) for s in chosen
-            )
+            selected = tuple(SelectedView(s, tuple(analyses[(s.layer.name, p.name)] for p in s.params)) for s in chosen)
             files = tuple(sha256_file(f) for f in source.info.files if f.is_file())
             views.append(
                 ModelView(

@@ -87,9 +87,7 @@ def default_selectors(layers: list[LayerInfo]) -> list[LayerSelector]:
     return out
 
 
-def _match(
-    sel: LayerSelector, layers: list[LayerInfo], model: str, where: str
-) -> tuple[list[LayerInfo], str]:
+def _match(sel: LayerSelector, layers: list[LayerInfo], model: str, where: str) -> tuple[list[LayerInfo], str]:
     """Return the layers one selector picks and the label words it implies."""
     n = len(layers)
     if sel.index is not None:

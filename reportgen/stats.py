@@ -435,9 +435,7 @@ def _from_table(tot: _Totals, shape: tuple[int, ...], dtype: str, bins: int) -> 
     edges = np.linspace(first, last, bins + 1)
     hist = np.bincount(_exact_bins(values, first, last, edges), weights=w, minlength=bins)
     histogram = Histogram(tuple(edges.tolist()), tuple(round(float(h)) for h in hist))
-    return _make_stats(
-        tot, shape, dtype, float(np.dot(w, values * values)), _quantiles(n, order_stat), histogram
-    )
+    return _make_stats(tot, shape, dtype, float(np.dot(w, values * values)), _quantiles(n, order_stat), histogram)
 
 
 def _from_passes(

@@ -201,9 +201,7 @@ def test_next_build_removes_stale_temporary_folders(previous) -> None:  # type: 
     assert unrelated.is_dir()  # only this target's leftovers are touched
 
 
-def test_report_moved_aside_by_a_killed_build_is_restored(
-    previous, capsys: pytest.CaptureFixture[str]
-) -> None:  # type: ignore[no-untyped-def]
+def test_report_moved_aside_by_a_killed_build_is_restored(previous, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
     target, before, _ = previous
     # Killed between its two renames: the previous report sits in .NAME.old-PID-*, no target.
     aside = target.parent / f".{target.name}.old-999999999-abc123"
@@ -240,9 +238,7 @@ def _unwritable_cases(tmp_path: Path) -> list[tuple[str, Path]]:
     return cases
 
 
-def test_unwritable_output_is_one_line_exit_7(
-    inputs, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:  # type: ignore[no-untyped-def]
+def test_unwritable_output_is_one_line_exit_7(inputs, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
     cfg = tmp_path / "small.yaml"
     cfg.write_text(SMALL.format(out=tmp_path / "unused", path=inputs[0]))
     try:

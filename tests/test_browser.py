@@ -37,9 +37,7 @@ def test_report_in_browser(browser, built: Path, tmp_path: Path, width: int) -> 
     page = browser.new_page(viewport={"width": width, "height": 900})
     console: list[str] = []
     requests: list[str] = []
-    page.on(
-        "console", lambda m: console.append(f"{m.type}: {m.text}") if m.type in ("error", "warning") else None
-    )
+    page.on("console", lambda m: console.append(f"{m.type}: {m.text}") if m.type in ("error", "warning") else None)
     page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
     page.on("request", lambda r: requests.append(r.url))
     url = (built / "report.html").resolve().as_uri()
@@ -56,9 +54,7 @@ def test_report_in_browser(browser, built: Path, tmp_path: Path, width: int) -> 
     # Nothing wider than the viewport: the page never scrolls sideways (tables scroll inside their box).
     overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
     assert overflow <= 1
-    images = page.evaluate(
-        "() => Array.from(document.images).map(i => [i.naturalWidth > 0, i.alt.length > 0])"
-    )
+    images = page.evaluate("() => Array.from(document.images).map(i => [i.naturalWidth > 0, i.alt.length > 0])")
     assert images and all(ok and alt for ok, alt in images)
     shot = tmp_path / f"report-{width}.png"
     page.screenshot(path=str(shot), full_page=True)

@@ -52,7 +52,9 @@ def test_weights_path_missing(capsys: pytest.CaptureFixture[str], tmp_path: Path
     cfg = _config(tmp_path, "  - name: a\n    path: nothing.h5\n")
     code, _, err = run(capsys, "build", str(cfg))
     assert code == 4
-    assert err.strip() == f"reportgen: error: {cfg}:6: models[0].path: no such file or folder: {tmp_path / 'nothing.h5'}"
+    assert (
+        err.strip() == f"reportgen: error: {cfg}:6: models[0].path: no such file or folder: {tmp_path / 'nothing.h5'}"
+    )
     assert not (tmp_path / "out").exists()
 
 
@@ -122,5 +124,8 @@ def test_inspect_table(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> No
     assert code == 0 and lines[1] == "2 layers with weights, 4 tensors, 3,152 parameters"
     assert lines[3].split()[:4] == ["layer", "type", "param", "shape"]
     assert [line.split()[:3] for line in lines[5:9]] == [
-        ["fc1", "Linear*", "weight"], ["fc1", "Linear*", "bias"], ["fc2", "Linear*", "weight"], ["fc2", "Linear*", "bias"],
+        ["fc1", "Linear*", "weight"],
+        ["fc1", "Linear*", "bias"],
+        ["fc2", "Linear*", "weight"],
+        ["fc2", "Linear*", "bias"],
     ]

@@ -47,9 +47,7 @@ def test_unknown_key_with_suggestion_and_line() -> None:
 
 def test_unknown_application_offers_nearest() -> None:
     text = GOOD.replace("keras: VGG16", "keras: VGG17")
-    assert errors(text) == [
-        "c.yaml:5: models[0].keras: unknown Keras application 'VGG17' (did you mean VGG19, VGG16?)"
-    ]
+    assert errors(text) == ["c.yaml:5: models[0].keras: unknown Keras application 'VGG17' (did you mean VGG19, VGG16?)"]
 
 
 def test_every_error_reported_at_once_in_line_order() -> None:
@@ -104,9 +102,7 @@ def test_missing_required_keys() -> None:
 
 def test_bad_format_value() -> None:
     msgs = errors(GOOD.replace("output: out", "output: out\nformats: [html, docx]"))
-    assert len(msgs) == 1 and msgs[0].startswith(
-        "c.yaml:3: formats[1]: Input should be 'html', 'pdf' or 'json'"
-    )
+    assert len(msgs) == 1 and msgs[0].startswith("c.yaml:3: formats[1]: Input should be 'html', 'pdf' or 'json'")
 
 
 def test_missing_file(tmp_path: Path) -> None:
@@ -116,9 +112,7 @@ def test_missing_file(tmp_path: Path) -> None:
 
 
 def test_not_a_mapping() -> None:
-    assert errors("- a\n- b\n") == [
-        "c.yaml:1: the config must be a mapping of keys (title, output, models, ...)"
-    ]
+    assert errors("- a\n- b\n") == ["c.yaml:1: the config must be a mapping of keys (title, output, models, ...)"]
 
 
 def test_duplicate_model_names() -> None:

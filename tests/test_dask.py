@@ -94,7 +94,11 @@ class SlowTensors(distributed.WorkerPlugin):  # type: ignore[misc]
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Any]:
     with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None,
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=None,
         silence_logs=40,
     ) as c:
         yield c
@@ -128,9 +132,7 @@ def test_scheduler_build_equals_inline(cluster: Any, small: tuple[Path, bytes], 
     assert build_stats(cfg, tmp_path / "d", "--scheduler", cluster.scheduler_address) == inline
 
 
-def test_config_dask_without_scheduler_starts_a_local_cluster(
-    small: tuple[Path, bytes], tmp_path: Path
-) -> None:
+def test_config_dask_without_scheduler_starts_a_local_cluster(small: tuple[Path, bytes], tmp_path: Path) -> None:
     cfg, inline = small
     text = cfg.read_text().replace("formats: [json]\n", "formats: [json]\nexecutor: dask\n")
     cfg2 = tmp_path / "local.yaml"
@@ -146,8 +148,11 @@ def _kill_a_busy_worker(cluster: Any, done: threading.Event, killed: list[int]) 
     deadline = time.monotonic() + 60
     while not done.is_set() and time.monotonic() < deadline:
         try:
-            busy = [ts.processing_on.address for ts in list(cluster.scheduler.tasks.values())
-                    if ts.state == "processing" and ts.processing_on is not None]
+            busy = [
+                ts.processing_on.address
+                for ts in list(cluster.scheduler.tasks.values())
+                if ts.state == "processing" and ts.processing_on is not None
+            ]
         except RuntimeError:  # the scheduler's dict changed while we looked
             busy = []
         if busy:

@@ -79,9 +79,7 @@ def test_untrained_to_trained_matches_numpy(reports, digits_models) -> None:  # 
 
 
 def test_reverse_diff_flags_regressions(reports) -> None:  # type: ignore[no-untyped-def]
-    d = compute_diff(
-        load_stats(reports[1]), load_stats(reports[0]), old_label="trained", new_label="untrained"
-    )
+    d = compute_diff(load_stats(reports[1]), load_stats(reports[0]), old_label="trained", new_label="untrained")
     (m,) = d.models
     assert m.removed_layers == () and m.added_layers == ()
     regressed = {a.layer for a in d.alerts if a.code == "verdict_regression" and a.severity == "critical"}
@@ -127,10 +125,7 @@ def test_cli_writes_html_pdf_json(reports, tmp_path: Path) -> None:  # type: ign
     before = (out / "diff.json").read_bytes()
     assert main(["diff", str(reports[0]), str(reports[1]), "-o", str(out), "--quiet"]) == 7
     assert (out / "diff.json").read_bytes() == before
-    assert (
-        main(["diff", str(reports[1]), str(reports[0]), "-o", str(out), "-f", "json", "--force", "--quiet"])
-        == 0
-    )
+    assert main(["diff", str(reports[1]), str(reports[0]), "-o", str(out), "-f", "json", "--force", "--quiet"]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["diff.json"]
 
 
@@ -209,9 +204,7 @@ def test_names_are_escaped_in_html() -> None:
     for doc in (old, new):
         doc["models"][0]["layers"][0]["name"] = "<script>alert(1)</script>"
     new["models"][0]["layers"][0]["params"][0]["stats"]["std"] = 1.0
-    html = render_diff(compute_diff(old, new, old_label="<b>a</b>", new_label="b"), ("html",))[
-        "diff.html"
-    ].decode()
+    html = render_diff(compute_diff(old, new, old_label="<b>a</b>", new_label="b"), ("html",))["diff.html"].decode()
     assert "<script>alert(1)</script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert "<b>a</b>" not in html
 

@@ -72,9 +72,7 @@ def test_numpy_dtypes_round_trip(tmp_path: Path, dtype: type) -> None:
 )
 def test_ml_dtypes_read_back(tmp_path: Path, code: str, dtype: type, name: str) -> None:
     values = np.array([[0.5, -1.25, 3.0], [0.0, -0.0, 8.0]]).astype(dtype)
-    path = write_arrays(
-        tmp_path / "m.safetensors", {"fc.weight": (code, values), "fc.bias": ("F32", np.ones(2, "f4"))}
-    )
+    path = write_arrays(tmp_path / "m.safetensors", {"fc.weight": (code, values), "fc.bias": ("F32", np.ones(2, "f4"))})
     src = SafetensorsSource(path)
     ref = by_key(src)["fc.weight"]
     assert ref.dtype == name
@@ -103,17 +101,13 @@ def test_empty_and_scalar_tensors_are_listed_and_readable(tmp_path: Path) -> Non
 
 
 def _good(tmp_path: Path) -> Path:
-    return write_arrays(
-        tmp_path / "m.safetensors", {"fc.weight": ("F32", np.arange(6, dtype="f4").reshape(2, 3))}
-    )
+    return write_arrays(tmp_path / "m.safetensors", {"fc.weight": ("F32", np.arange(6, dtype="f4").reshape(2, 3))})
 
 
 def test_truncated_data_is_refused(tmp_path: Path) -> None:
     path = _good(tmp_path)
     path.write_bytes(path.read_bytes()[:-4])
-    with pytest.raises(
-        SourceError, match=r"m\.safetensors: tensor 'fc.weight': bad offsets.*beyond the file size"
-    ):
+    with pytest.raises(SourceError, match=r"m\.safetensors: tensor 'fc.weight': bad offsets.*beyond the file size"):
         SafetensorsSource(path)
 
 
@@ -126,9 +120,7 @@ def test_file_shorter_than_length_prefix_is_refused(tmp_path: Path) -> None:
 
 def test_header_length_beyond_file_size_is_refused(tmp_path: Path) -> None:
     path = write_raw(tmp_path / "m.safetensors", {}, b"", header_len=4096)
-    with pytest.raises(
-        SourceError, match=r"m\.safetensors: truncated: header length 4096 exceeds the file size"
-    ):
+    with pytest.raises(SourceError, match=r"m\.safetensors: truncated: header length 4096 exceeds the file size"):
         SafetensorsSource(path)
 
 
@@ -180,9 +172,7 @@ def test_bad_json_and_duplicate_names_are_refused(tmp_path: Path) -> None:
     entry = '{"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}'
     raw = ('{"a.weight": ' + entry + ', "a.weight": ' + entry + "}").encode()
     dup.write_bytes(len(raw).to_bytes(8, "little") + raw + b"\0" * 4)
-    with pytest.raises(
-        SourceError, match=r"dup\.safetensors: header is not valid JSON \(duplicate key 'a.weight'\)"
-    ):
+    with pytest.raises(SourceError, match=r"dup\.safetensors: header is not valid JSON \(duplicate key 'a.weight'\)"):
         SafetensorsSource(dup)
 
 
@@ -227,9 +217,7 @@ def test_index_pointing_outside_its_folder_is_refused(tmp_path: Path) -> None:
     index = folder / "model.safetensors.index.json"
     for target in ["../outside.safetensors", str(tmp_path / "outside.safetensors")]:
         index.write_text(json.dumps({"weight_map": {"x.weight": target}}))
-        with pytest.raises(
-            SourceError, match=r"model\.safetensors\.index\.json: weight_map\['x.weight'\]: refused"
-        ):
+        with pytest.raises(SourceError, match=r"model\.safetensors\.index\.json: weight_map\['x.weight'\]: refused"):
             SafetensorsSource(index)
 
 

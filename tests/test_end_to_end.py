@@ -77,9 +77,7 @@ def test_glorot_limits_hold_for_untrained(built: Path) -> None:
         for p in layer["params"]:
             if p["role"] == "kernel":
                 fan_in = int(np.prod(p["shape"][:-1]))
-                fan_out = (
-                    int(np.prod(p["shape"][:-2]) * p["shape"][-1]) if len(p["shape"]) > 2 else p["shape"][-1]
-                )
+                fan_out = int(np.prod(p["shape"][:-2]) * p["shape"][-1]) if len(p["shape"]) > 2 else p["shape"][-1]
                 limit = np.sqrt(6.0 / (fan_in + fan_out))
                 assert p["init"]["limit"] == pytest.approx(limit, rel=1e-12)
                 assert p["stats"]["max_abs"] <= float(np.float32(limit))  # Keras draws in float32
@@ -166,6 +164,4 @@ def test_optimizer_state_is_not_a_layer(built: Path, digits_models) -> None:  # 
     from_h5 = next(m for m in doc["models"] if m["name"].startswith("trained <script>"))
     names = [layer["name"] for layer in from_h5["layers"] if layer["params"]]
     assert sorted(names) == sorted(digits_models.trained_arrays)  # Adam's moments stay out
-    assert from_h5["param_count"] == sum(
-        a.size for arrs in digits_models.trained_arrays.values() for a in arrs
-    )
+    assert from_h5["param_count"] == sum(a.size for arrs in digits_models.trained_arrays.values() for a in arrs)

@@ -104,9 +104,7 @@ def test_results_keep_job_order_not_completion_order(checkpoint: Path) -> None:
     assert sizes == sorted(sizes, reverse=True)
 
 
-def test_unreadable_tensor_names_model_layer_and_tensor(
-    checkpoint: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_unreadable_tensor_names_model_layer_and_tensor(checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     source = open_path(checkpoint)
     real = source.read
 
@@ -119,8 +117,7 @@ def test_unreadable_tensor_names_model_layer_and_tensor(
     with Executors("inline") as ex, pytest.raises(SourceError) as err:
         ex.analyze(source, source.layers(), AnalysisOptions(), None, "sharded")
     assert str(err.value) == (
-        "model 'sharded': layer 'model.layers.2.proj': tensor 'weight' (model.layers.2.proj.weight): "
-        "Input/output error"
+        "model 'sharded': layer 'model.layers.2.proj': tensor 'weight' (model.layers.2.proj.weight): Input/output error"
     )
 
 
@@ -175,8 +172,9 @@ def test_default_choice() -> None:
 
 def test_in_memory_source_has_no_recipe(checkpoint: Path) -> None:
     ref = TensorRef("k", "kernel", "kernel", (2, 2), "float32")
-    mem = InMemorySource(SourceInfo("keras-application", "test"), [LayerInfo("d", "Dense", 0, (ref,))],
-                         {"k": np.eye(2, dtype="f4")})
+    mem = InMemorySource(
+        SourceInfo("keras-application", "test"), [LayerInfo("d", "Dense", 0, (ref,))], {"k": np.eye(2, dtype="f4")}
+    )
     assert reopen_recipe(mem, None, None) is None
     source = open_path(checkpoint)
     recipe = reopen_recipe(source, checkpoint, "pytorch_default")
@@ -213,9 +211,7 @@ def test_config_scheduler_needs_dask(tmp_path: Path) -> None:
     assert str(err.value) == f"{tmp_path / 'c.yaml'}:1: (top level): {want}"
 
 
-def test_cli_rejects_scheduler_with_other_executor(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_cli_rejects_scheduler_with_other_executor(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["build", str(tmp_path / "c.yaml"), "--executor", "threads", "--scheduler", "tcp://h:8786"])
     assert code == 2
     assert "--scheduler needs --executor dask, not threads" in capsys.readouterr().err
@@ -242,9 +238,7 @@ class _Stop:
 
 
 @pytest.mark.parametrize("kind", ["inline", "threads", "processes"])
-def test_interrupt_cancels_outstanding_tasks(
-    checkpoint: Path, kind: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_interrupt_cancels_outstanding_tasks(checkpoint: Path, kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(executor, "BATCH_ELEMS", 1)  # one task per tensor
     ran: list[str] = []
     real = executor.analyze_tensor

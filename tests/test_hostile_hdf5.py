@@ -51,9 +51,7 @@ def test_external_storage_dataset_refused(tmp_path: Path) -> None:
     secret = _secret(tmp_path)
     path = _weights_file(
         tmp_path / "ext.weights.h5",
-        lambda f: f.create_dataset(
-            DS, shape=(len(SECRET),), dtype="u1", external=[(str(secret), 0, len(SECRET))]
-        ),
+        lambda f: f.create_dataset(DS, shape=(len(SECRET),), dtype="u1", external=[(str(secret), 0, len(SECRET))]),
     )
     # The file really would read the secret if asked.
     with h5py.File(path, "r") as f:
@@ -85,9 +83,7 @@ def test_soft_link_refused(tmp_path: Path) -> None:
 
 
 def test_soft_link_to_group_refused(tmp_path: Path) -> None:
-    path = _weights_file(
-        tmp_path / "softg.weights.h5", lambda f: f.__setitem__("alias", h5py.SoftLink("/layers"))
-    )
+    path = _weights_file(tmp_path / "softg.weights.h5", lambda f: f.__setitem__("alias", h5py.SoftLink("/layers")))
     assert "soft link" in _refused(path, "/alias")
 
 
@@ -116,9 +112,7 @@ def test_shape_bomb_refused(tmp_path: Path, compression: str | None) -> None:
 
 
 def test_contiguous_dataset_without_storage_refused(tmp_path: Path) -> None:
-    path = _weights_file(
-        tmp_path / "late.weights.h5", lambda f: f.create_dataset(DS, shape=(50_000, 1000), dtype="f4")
-    )
+    path = _weights_file(tmp_path / "late.weights.h5", lambda f: f.create_dataset(DS, shape=(50_000, 1000), dtype="f4"))
     assert "declares 200000000 bytes" in _refused(path, "/" + DS)
 
 
@@ -155,9 +149,7 @@ def test_hostile_weights_inside_keras_archive(tmp_path: Path) -> None:
     secret = _secret(tmp_path)
     inner = _weights_file(
         tmp_path / "model.weights.h5",
-        lambda f: f.create_dataset(
-            DS, shape=(len(SECRET),), dtype="u1", external=[(str(secret), 0, len(SECRET))]
-        ),
+        lambda f: f.create_dataset(DS, shape=(len(SECRET),), dtype="u1", external=[(str(secret), 0, len(SECRET))]),
     )
     archive = tmp_path / "evil.keras"
     with zipfile.ZipFile(archive, "w") as zf:

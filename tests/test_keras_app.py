@@ -50,8 +50,7 @@ def test_untrained_vgg16_glorot_limits_match_the_formula(vgg16) -> None:  # type
         assert float(np.abs(values).max()) <= float(np.float32(dist.limit))
         assert not np.any(vgg16.read(bias))
     limits = [
-        distribution(layers[i].param("kernel").init, layers[i].param("kernel").shape).limit
-        for i in (1, -6, -3, -1)
+        distribution(layers[i].param("kernel").init, layers[i].param("kernel").shape).limit for i in (1, -6, -3, -1)
     ]
     assert [round(x, 10) for x in limits] == [0.0997509336, 0.0255155182, 0.0143384834, 0.0343131758]
 

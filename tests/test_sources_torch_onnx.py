@@ -282,9 +282,7 @@ def _check_layers(src, arrays: dict[str, np.ndarray]) -> None:  # type: ignore[n
     for layer in layers:
         for ref in layer.params:
             np.testing.assert_array_equal(src.read(ref), arrays[ref.key])
-            np.testing.assert_array_equal(
-                np.concatenate(list(src.iter_chunks(ref, 5))), arrays[ref.key].reshape(-1)
-            )
+            np.testing.assert_array_equal(np.concatenate(list(src.iter_chunks(ref, 5))), arrays[ref.key].reshape(-1))
 
 
 def test_onnx_initializers_become_layers(tmp_path: Path) -> None:
@@ -368,9 +366,7 @@ def test_onnx_external_data_beyond_the_file_is_refused(tmp_path: Path) -> None:
 
     (tmp_path / "w.bin").write_bytes(b"\0" * 16)
     path = _hostile_onnx(onnx, tmp_path, "w.bin", length=16, offset=8)
-    with pytest.raises(
-        SourceError, match=r"model\.onnx: initializer 'fc.weight': external data offset 8 \+ length 16"
-    ):
+    with pytest.raises(SourceError, match=r"model\.onnx: initializer 'fc.weight': external data offset 8 \+ length 16"):
         OnnxSource(path)
     ok = _hostile_onnx(onnx, tmp_path, "w.bin", length=16, offset=0)
     src = OnnxSource(ok)

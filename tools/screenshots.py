@@ -23,9 +23,7 @@ def main() -> int:
         )
     chromium = shutil.which("chromium")
     if chromium is None or shutil.which("pdftoppm") is None:
-        print(
-            "screenshots need chromium and pdftoppm (apt-get install chromium poppler-utils)", file=sys.stderr
-        )
+        print("screenshots need chromium and pdftoppm (apt-get install chromium poppler-utils)", file=sys.stderr)
         return 2
     from PIL import Image
     from playwright.sync_api import sync_playwright

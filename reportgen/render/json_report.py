@@ -20,11 +20,7 @@ _SKIP_FIELDS = {"evals", "spec"}
 def jsonable(obj: Any) -> Any:
     """Convert dataclasses, tuples and numpy scalars to JSON values; NaN and Inf become null."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {
-            f.name: jsonable(getattr(obj, f.name))
-            for f in dataclasses.fields(obj)
-            if f.name not in _SKIP_FIELDS
-        }
+        return {f.name: jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.name not in _SKIP_FIELDS}
     if isinstance(obj, dict):
         return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):

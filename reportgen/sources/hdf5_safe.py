@@ -97,9 +97,7 @@ class SafeH5:
                 return default
             value = obj.attrs[name]
         except (OSError, KeyError, TypeError) as exc:
-            raise SourceError(
-                f"{self.label}: {obj.name}: unreadable attribute {name!r} ({_short(exc)})"
-            ) from None
+            raise SourceError(f"{self.label}: {obj.name}: unreadable attribute {name!r} ({_short(exc)})") from None
         return _decode(value)
 
     def link_type(self, group: h5py.Group, name: str) -> int | None:
@@ -113,9 +111,7 @@ class SafeH5:
                 return None
             return int(group.id.links.get_info(raw).type)
         except (OSError, KeyError, ValueError) as exc:
-            raise SourceError(
-                f"{self.label}: {_join(group.name, name)}: unreadable link ({_short(exc)})"
-            ) from None
+            raise SourceError(f"{self.label}: {_join(group.name, name)}: unreadable link ({_short(exc)})") from None
 
     def has(self, group: h5py.Group, name: str) -> bool:
         """Tell whether group has a member called name, without following it."""

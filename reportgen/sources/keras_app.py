@@ -87,11 +87,7 @@ def describe_layers(model: Any) -> tuple[list[LayerInfo], dict[str, np.ndarray]]
 
     def walk(m: Any, prefix: str) -> None:
         for layer in m.layers:
-            if (
-                hasattr(layer, "layers")
-                and layer.layers
-                and layer.__class__.__name__ in ("Functional", "Sequential")
-            ):
+            if hasattr(layer, "layers") and layer.layers and layer.__class__.__name__ in ("Functional", "Sequential"):
                 walk(layer, f"{prefix}{layer.name}/")
             else:
                 flat.append((prefix, layer))

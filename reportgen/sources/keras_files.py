@@ -149,9 +149,7 @@ def _history_names(obj: Any) -> Iterator[str]:
 
 def _layer_list(cfg: Any) -> list[dict[str, Any]] | None:
     inner = cfg.get("config") if isinstance(cfg, dict) else None
-    layers = (
-        inner if isinstance(inner, list) else (inner or {}).get("layers") if isinstance(inner, dict) else None
-    )
+    layers = inner if isinstance(inner, list) else (inner or {}).get("layers") if isinstance(inner, dict) else None
     if not isinstance(layers, list):
         return None
     return [item for item in layers if isinstance(item, dict)]
@@ -382,9 +380,7 @@ class KerasWeightsSource(_H5Source):
             refs = tuple(self._ref(k, n) for k, n in zip(owner.datasets, names))
             if cls == "Unknown":
                 refs = tuple(TensorRef(p.key, p.name, "other", p.shape, p.dtype) for p in refs)
-            rows.append(
-                (owner.path, self._owner_name(owner, cls), cls, "inferred", owner.path, refs, (), [])
-            )
+            rows.append((owner.path, self._owner_name(owner, cls), cls, "inferred", owner.path, refs, (), []))
         unique = unique_names([r[0] for r in rows], [r[1] for r in rows])
         return [
             LayerInfo(
@@ -423,9 +419,7 @@ class KerasWeightsSource(_H5Source):
                 return cand
         return owner
 
-    def _config_params(
-        self, layer: CfgLayer, owner: Owner, owners: list[Owner], claimed: set[str]
-    ) -> list[TensorRef]:
+    def _config_params(self, layer: CfgLayer, owner: Owner, owners: list[Owner], claimed: set[str]) -> list[TensorRef]:
         claimed.add(owner.path)
         groups = [("", owner, layer.class_name)]
         # Sub-objects of the layer (an RNN's cell, attention projections) carry its other variables.
@@ -440,9 +434,7 @@ class KerasWeightsSource(_H5Source):
             names = var_names(cls, layer.config, len(grp.datasets)) if cls else None
             if names is None:
                 shapes = [tuple(self.h5.dataset(k).shape or ()) for k in grp.datasets]
-                names = var_names(infer_class(shapes), {}, len(shapes)) or tuple(
-                    str(i) for i in range(len(shapes))
-                )
+                names = var_names(infer_class(shapes), {}, len(shapes)) or tuple(str(i) for i in range(len(shapes)))
             for key, name in zip(grp.datasets, names):
                 params.append(self._ref(key, rel + name, _init_for(name, layer.config)))
         return params
@@ -480,9 +472,7 @@ class KerasLegacyH5Source(_H5Source):
             try:
                 config = json.loads(raw if isinstance(raw, str) else str(raw))
             except ValueError as exc:
-                raise SourceError(
-                    f"{self.h5.label}: attribute model_config is not valid JSON ({exc})"
-                ) from None
+                raise SourceError(f"{self.h5.label}: attribute model_config is not valid JSON ({exc})") from None
         base = self.h5.get("model_weights") if self.h5.has(root, "model_weights") else root
         layer_names = self.h5.attr(base, "layer_names")
         if not isinstance(layer_names, list):
@@ -611,8 +601,7 @@ class KerasArchiveSource(KerasWeightsSource):
                 if "model.weights.h5" not in names:
                     other = "model.weights.npz" if "model.weights.npz" in names else "model.weights.h5"
                     raise SourceError(
-                        f"{label}: archive member {other} "
-                        f"{'is not supported' if other.endswith('npz') else 'missing'}"
+                        f"{label}: archive member {other} {'is not supported' if other.endswith('npz') else 'missing'}"
                     )
                 member = _zip_member(zf, "model.weights.h5", label, MAX_WEIGHTS_BYTES)
                 # A fixed local name: member names from the archive never touch the filesystem.
@@ -621,9 +610,7 @@ class KerasArchiveSource(KerasWeightsSource):
                     _read_capped(zf, member, out, label)
             meta = _small_json(path)
             cls = config.get("class_name", "model") if isinstance(config, dict) else "model"
-            info = SourceInfo(
-                format="keras-archive", description=f"Keras archive {path.name} ({cls})", files=(path,)
-            )
+            info = SourceInfo(format="keras-archive", description=f"Keras archive {path.name} ({cls})", files=(path,))
             if meta.get("keras_version"):
                 info.extra["keras_version"] = str(meta["keras_version"])
             super().__init__(local, config=config, label=f"{label}:model.weights.h5", info=info)
@@ -679,9 +666,7 @@ class SavedModelSource(WeightSource):
             shapes = self._reader.get_variable_to_shape_map()
             dtypes = self._reader.get_variable_to_dtype_map()
         except Exception as exc:  # TensorFlow raises many unrelated types for a bad checkpoint
-            raise SourceError(
-                f"{self.path}: variables checkpoint unreadable ({str(exc).splitlines()[0]})"
-            ) from None
+            raise SourceError(f"{self.path}: variables checkpoint unreadable ({str(exc).splitlines()[0]})") from None
         full_names = self._full_names()
         groups: dict[str, list[TensorRef]] = {}
         seen: set[str] = set()
@@ -712,11 +697,7 @@ class SavedModelSource(WeightSource):
             groups = {name.split("/", 1)[1]: refs for name, refs in groups.items()}
         self._layers = []
         for i, (lname, refs) in enumerate(groups.items()):
-            cls = (
-                infer_class([r.shape for r in refs])
-                if [r.name for r in refs][:1] == ["kernel"]
-                else "Unknown"
-            )
+            cls = infer_class([r.shape for r in refs]) if [r.name for r in refs][:1] == ["kernel"] else "Unknown"
             self._layers.append(
                 LayerInfo(
                     name=lname,
@@ -743,10 +724,7 @@ class SavedModelSource(WeightSource):
         except Exception:  # no graph means plain key names are used
             return {}
         return {
-            a.checkpoint_key: a.full_name.split(":")[0]
-            for node in graph.nodes
-            for a in node.attributes
-            if a.full_name
+            a.checkpoint_key: a.full_name.split(":")[0] for node in graph.nodes for a in node.attributes if a.full_name
         }
 
     def layers(self) -> list[LayerInfo]:

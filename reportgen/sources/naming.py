@@ -143,9 +143,7 @@ QUANT_NAMES = {
 }
 
 
-def quant_groups(
-    tensors: Iterable[FlatTensor], quantized: Callable[[str], bool]
-) -> dict[str, list[tuple[str, str]]]:
+def quant_groups(tensors: Iterable[FlatTensor], quantized: Callable[[str], bool]) -> dict[str, list[tuple[str, str]]]:
     """Map each quantized weight's key to [(quant field, key of a scalar tensor beside it)].
 
     quantized(dtype) says whether a dtype holds quantized values (int8, float8, ...).

@@ -97,9 +97,7 @@ def _external(tensor: Any, model: Path, dtype: np.dtype[Any]) -> External:
             f"{where}: external data offset {offset} + length {length} exceeds size {size} of {location!r}"
         )
     if length != expected:
-        raise SourceError(
-            f"{where}: external data length {length} does not match shape {shape} of {dtype.name}"
-        )
+        raise SourceError(f"{where}: external data length {length} does not match shape {shape} of {dtype.name}")
     return External(target, offset, length, dtype, shape)
 
 
@@ -172,9 +170,7 @@ class OnnxSource(WeightSource):
                 layer = node.name or f"{node.op_type}_{use[0]}"
                 param = declared[0] if declared else f"input{use[1]}"
                 role = declared[1] if declared else None
-                ft = FlatTensor(
-                    t.name, shape, dtypes[t.name], layer=layer, param=param, role=role, layout=layout
-                )
+                ft = FlatTensor(t.name, shape, dtypes[t.name], layer=layer, param=param, role=role, layout=layout)
             else:
                 ft = FlatTensor(t.name, shape, dtypes[t.name], layer=t.name, param=t.name, role="other")
             if node is not None and use is not None:

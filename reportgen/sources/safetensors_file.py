@@ -245,8 +245,7 @@ class SafetensorsSource(WeightSource):
         self._layers = self._build_layers(metadata)
         description = f"{len(self._entries)} tensors" + (f" in {len(files)} shards" if len(files) > 1 else "")
         extra = {
-            k[:MAX_METADATA_CHARS]: v[:MAX_METADATA_CHARS]
-            for k, v in sorted(metadata.items())[:MAX_METADATA_ITEMS]
+            k[:MAX_METADATA_CHARS]: v[:MAX_METADATA_CHARS] for k, v in sorted(metadata.items())[:MAX_METADATA_ITEMS]
         }
         self.info = SourceInfo(
             format="safetensors",

@@ -32,9 +32,7 @@ def _import_torch(path: Path) -> Any:
         raise SourceError(f"{path}: reading PyTorch files needs the optional extra: {EXTRA_HINT}") from None
     found = tuple(int(p) for p in re.findall(r"\d+", torch.__version__)[:2])
     if found < MIN_TORCH:
-        raise SourceError(
-            f"{path}: reading PyTorch files safely needs torch >= 2.6 (found {torch.__version__})"
-        )
+        raise SourceError(f"{path}: reading PyTorch files safely needs torch >= 2.6 (found {torch.__version__})")
     return torch
 
 
