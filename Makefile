@@ -37,7 +37,8 @@ lint: $(VENV)/.installed ## ruff and mypy
 	$(VENV)/bin/mypy reportgen
 
 .PHONY: bench
-bench: $(VENV)/.installed ## speed and memory benchmarks, printed as ratios
+bench: $(VENV)/.installed ## speed and memory benchmarks, printed as ratios (installs weightwatcher, dask)
+	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) bench/run.py
 
 .PHONY: screenshots

@@ -78,6 +78,13 @@ def main() -> None:
             "all",
             sp["within_5pct"] == sp["compared"],
         )
+        row(
+            "    same eigenvalues, weightwatcher's xmin rule",
+            f"{sp['ww_rule_within_5pct']} of {sp['compared']} layers "
+            f"(max {100 * (sp['ww_rule_max_rel_diff'] or 0):.1f}%)",
+            "all",
+            sp["ww_rule_within_5pct"] == sp["compared"],
+        )
 
     WORK.mkdir(exist_ok=True)
     for workers in (1, 0):
@@ -108,9 +115,9 @@ def main() -> None:
             serial = e["analysis"]
     row("  analysis, 1 worker / all workers", f"{serial / e['analysis']:.2f}x")
 
-    import rss_bench
-
-    r = rss_bench.run(WORK)
+    # Memory is measured from fresh interpreters: a child forked from this (by now large) process would
+    # inherit its resident set in ru_maxrss.
+    r = subprocess_json(["bench/rss_bench.py", str(WORK)])
     row(
         f"peak RSS, inspect {r['safetensors_gib']:.1f} GiB safetensors",
         f"{r['safetensors_rss_mib']:.0f} MiB in {r['safetensors_s']:.1f} s",
@@ -124,10 +131,9 @@ def main() -> None:
         )
     row("  (python + numpy alone)", f"{r['python_baseline_mib']:.0f} MiB")
     try:
-        import dask_bench
         import distributed  # noqa: F401
 
-        d = dask_bench.run(WORK, size_gb=2.5, workers=2)
+        d = subprocess_json(["bench/dask_bench.py", "--workdir", str(WORK)])
         row(
             f"analysis of a {d['size_gb']:.1f} GiB sharded checkpoint ({d['tensors']} tensors)",
             f"pool {d['local_s']:.1f} s, Dask {d['dask_s']:.1f} s",

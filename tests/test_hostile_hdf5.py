@@ -187,3 +187,26 @@ def test_external_link_target_is_never_opened(tmp_path: Path) -> None:
     )
     done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=60)
     assert "external link to another file refused" in done.stdout, done.stderr
+
+
+@pytest.mark.parametrize("command", ["inspect", "build"])
+def test_cli_refuses_hostile_file_without_leaking(tmp_path: Path, capsys, command: str) -> None:  # type: ignore[no-untyped-def]
+    """Through the CLI: exit code 4, one line on stderr, no output folder, the secret nowhere."""
+    from reportgen.cli import main
+
+    secret = _secret(tmp_path)
+    path = _weights_file(
+        tmp_path / "ext.weights.h5",
+        lambda f: f.create_dataset(DS, shape=(len(SECRET),), dtype="u1", external=[(str(secret), 0, len(SECRET))]),
+    )
+    if command == "inspect":
+        code = main(["inspect", str(path), "--json"])
+    else:
+        cfg = tmp_path / "c.yaml"
+        cfg.write_text(f"title: t\noutput: {tmp_path / 'out'}\nmodels:\n  - name: m\n    path: {path}\n")
+        code = main(["build", str(cfg)])
+    out, err = capsys.readouterr()
+    assert code == 4
+    assert err.count("\n") == 1 and "external-storage" in err
+    assert SECRET.decode() not in out + err
+    assert not (tmp_path / "out").exists()
