@@ -20,6 +20,7 @@ class AnalysisOptions:
     spectral: bool = True
     spectral_max_dim: int = 8192  # skip spectra of matrices whose smaller side exceeds this
     ks_sample: int = 200_000
+    spectral_fit: str = "csn"  # csn (Clauset-Shalizi-Newman) | weightwatcher (its xmin rule, for comparison)
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,9 @@ def analyze_tensor(source: WeightSource, layer: LayerInfo, ref: TensorRef, optio
         check = diagnosis.check_init(np.asarray(values), dist, stats, sample_size=options.ks_sample)
     spec = None
     if options.spectral and ref.role in ("kernel", "depthwise_kernel", "pointwise_kernel") and len(ref.shape) >= 2:
-        spec = spectral.spectral_metrics(np.asarray(values), ref.layout, max_dim=options.spectral_max_dim)
+        spec = spectral.spectral_metrics(
+            np.asarray(values), ref.layout, max_dim=options.spectral_max_dim, fit=options.spectral_fit
+        )
     dead = units = None
     if ref.role == "kernel" and len(ref.shape) >= 2:
         flags = output_units(np.asarray(values), ref.layout)

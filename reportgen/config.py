@@ -165,6 +165,7 @@ class ReportConfig(_Strict):
     models: list[ModelConfig] = Field(min_length=1)
     bins: int = Field(default=60, ge=5, le=1000)
     spectral: bool = True
+    spectral_fit: Literal["csn", "weightwatcher"] = "csn"
     compare_to: str | None = None
     executor: Literal["inline", "threads", "processes", "dask"] | None = None
     scheduler: str | None = Field(default=None, description="Dask scheduler address, e.g. tcp://host:8786")

@@ -156,7 +156,7 @@ def build_report_model(
 
     cfg = loaded.config
     timings = timings if timings is not None else {}
-    aopts = AnalysisOptions(bins=cfg.bins, spectral=cfg.spectral)
+    aopts = AnalysisOptions(bins=cfg.bins, spectral=cfg.spectral, spectral_fit=cfg.spectral_fit)
     views: list[ModelView] = []
     sources: list[tuple[int, ModelConfig, WeightSource]] = []
     t0 = time.perf_counter()
@@ -212,7 +212,12 @@ def build_report_model(
         findings=tuple(write_findings(views, comparisons)),
         alerts=tuple(alerts),
         versions=library_versions(),
-        options={"bins": cfg.bins, "spectral": cfg.spectral, "compare_to": cfg.compare_to},
+        options={
+            "bins": cfg.bins,
+            "spectral": cfg.spectral,
+            "spectral_fit": cfg.spectral_fit,
+            "compare_to": cfg.compare_to,
+        },
     )
 
 

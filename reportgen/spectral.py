@@ -173,8 +173,21 @@ def fit_power_law(
     return PowerLawFit(alpha, float(x[i]), float(d[b]), n_tail, (alpha - 1.0) / math.sqrt(n_tail))
 
 
+FITS = ("csn", "weightwatcher")
+
+
+def _fit(evals: np.ndarray, lam_max: float, precision: str, k: int, fit: str) -> PowerLawFit:
+    """Fit the tail: Clauset-Shalizi-Newman (two-sided KS), or WeightWatcher's rule for comparability."""
+    if fit == "weightwatcher":
+        # WeightWatcher halves conv-slice eigenvalues (conv2d_norm), drops those under 1e-5, takes
+        # tails from 2 values and a one-sided KS; scaling leaves alpha unchanged except through that floor.
+        ev = evals * (0.5 if k > 1 else 1.0)
+        return fit_power_law(ev[ev > 1e-5], min_tail=2, ks="weightwatcher", exhaustive=True)
+    return fit_power_law(evals[evals > lam_max * _NOISE_FLOOR[np.dtype(precision)]])
+
+
 def spectral_metrics(
-    kernel: np.ndarray, layout: str = "keras", *, max_dim: int = 8192, keep_evals: bool = True
+    kernel: np.ndarray, layout: str = "keras", *, max_dim: int = 8192, keep_evals: bool = True, fit: str = "csn"
 ) -> SpectralMetrics | None:
     """Compute the eigenvalue spectrum of a kernel and its norms and power-law fit; None if skipped."""
     w = np.asarray(kernel)
@@ -193,12 +206,12 @@ def spectral_metrics(
     lam_max = float(evals[-1])
     total = float(evals.sum())
     if lam_max > 0:
-        fit = fit_power_law(evals[evals > lam_max * _NOISE_FLOOR[np.dtype(precision)]])
+        law = _fit(evals, lam_max, precision, k, fit)
         stable_rank = total / lam_max
-        weighted = fit.alpha * math.log10(lam_max)
+        weighted = law.alpha * math.log10(lam_max)
     else:
         nan = float("nan")
-        fit, stable_rank, weighted = PowerLawFit(nan, nan, nan, 0, nan), nan, nan
+        law, stable_rank, weighted = PowerLawFit(nan, nan, nan, 0, nan), nan, nan
     return SpectralMetrics(
         n_matrices=k,
         matrix_shape=(max(rows, cols), min(rows, cols)),
@@ -206,11 +219,11 @@ def spectral_metrics(
         spectral_norm=lam_max,
         sum_evals=total,
         stable_rank=stable_rank,
-        alpha=fit.alpha,
+        alpha=law.alpha,
         alpha_weighted=weighted,
-        xmin=fit.xmin,
-        ks_distance=fit.ks_distance,
-        n_tail=fit.n_tail,
+        xmin=law.xmin,
+        ks_distance=law.ks_distance,
+        n_tail=law.n_tail,
         precision=precision,
         evals=evals if keep_evals else None,
     )

@@ -136,3 +136,19 @@ def test_weightwatcher_ks_rule_matches_a_brute_force_scan():
     assert fit_power_law(x).n_tail >= 10
     with pytest.raises(ValueError):
         fit_power_law(x, ks="one-sided")
+
+
+def test_weightwatcher_fit_rule_is_selectable() -> None:
+    """The weightwatcher rule fits the same eigenvalues with WeightWatcher's xmin choice."""
+    from reportgen.spectral import fit_power_law, spectral_metrics
+
+    rng = np.random.default_rng(3)
+    w = rng.standard_t(3, size=(400, 200)).astype(np.float32)
+    csn = spectral_metrics(w, "keras")
+    ww = spectral_metrics(w, "keras", fit="weightwatcher")
+    assert csn is not None and ww is not None
+    np.testing.assert_array_equal(csn.evals, ww.evals)
+    ev = ww.evals
+    want = fit_power_law(ev[ev > 1e-5], min_tail=2, ks="weightwatcher", exhaustive=True)
+    assert ww.alpha == want.alpha and ww.n_tail == want.n_tail
+    assert csn.spectral_norm == ww.spectral_norm
