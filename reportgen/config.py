@@ -122,7 +122,7 @@ class ModelConfig(_Strict):
     weights: str | None = None
     path: str | None = None
     init: str | None = None
-    trained: bool | None = None
+    seed: int = 0
     layers: list[LayerSelector] | None = None
     params: list[str] = Field(default_factory=lambda: ["kernel", "bias"])
 

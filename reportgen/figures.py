@@ -94,7 +94,7 @@ def histogram(model: ModelView, view: SelectedView, a: TensorAnalysis) -> Figure
             for x in (a.init.mean - a.init.limit, a.init.mean + a.init.limit):
                 ax.axvline(x, color=PALETTE[1], linestyle="--", linewidth=1)
             ax.plot([], [], color=PALETTE[1], linestyle="--", label=f"initial bound ±{a.init.limit:.4g}")
-            ax.legend(loc="upper right", fontsize=8, frameon=False)
+            ax.legend(loc="upper right", fontsize=8, frameon=True, framealpha=0.9, edgecolor="none")
         ax.set_title(title)
         ax.set_xlabel("Value")
         ax.set_ylabel("Count")

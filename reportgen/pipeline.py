@@ -93,7 +93,7 @@ def open_model(loaded: LoadedConfig, index: int, mc: ModelConfig) -> WeightSourc
             weights = loaded.resolve(str(weights))
             if not weights.exists():
                 raise SourceError(f"{loaded.where('models', index, 'weights')}: no such file: {weights}")
-        return build_application(mc.keras, weights, mc.name)
+        return build_application(mc.keras, weights, mc.name, seed=mc.seed)
     from reportgen.sources.detect import open_path
 
     assert mc.path is not None

@@ -85,3 +85,16 @@ def test_imagenet_offline_fails_fast_with_a_clear_message(tmp_path: Path, monkey
     assert "set weights: /path/to/vgg16_weights_tf_dim_ordering_tf_kernels.h5" in err[0]
     assert not (tmp_path / "out").exists()
     assert elapsed < 60
+
+
+def test_untrained_application_is_the_same_every_build(vgg16) -> None:  # type: ignore[no-untyped-def]
+    """A fixed seed makes untrained weights, and so whole reports, reproducible."""
+    again = build_application("VGG16", None, "VGG-16 untrained")
+    other = build_application("VGG16", None, "VGG-16 untrained", seed=1)
+    try:
+        ref = vgg16.layers()[1].param("kernel")
+        assert np.array_equal(vgg16.read(ref), again.read(ref))
+        assert not np.array_equal(vgg16.read(ref), other.read(ref))
+    finally:
+        again.close()
+        other.close()

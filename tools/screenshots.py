@@ -35,9 +35,25 @@ def main() -> int:
         page.goto((REPORT / "report.html").resolve().as_uri())
         page.screenshot(path=str(DOCS / "report-html.png"))
         browser.close()
+    from pypdf import PdfReader
+
+    # The first page of the first model's detail: a histogram, its statistics and the verdict.
+    texts = [page.extract_text() for page in PdfReader(REPORT / "report.pdf").pages]
+    first = next((i + 1 for i, t in enumerate(texts) if "Selected layers" in t), 5)
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run(
-            ["pdftoppm", "-png", "-r", "70", "-f", "5", "-l", "5", str(REPORT / "report.pdf"), f"{tmp}/page"],
+            [
+                "pdftoppm",
+                "-png",
+                "-r",
+                "70",
+                "-f",
+                str(first),
+                "-l",
+                str(first),
+                str(REPORT / "report.pdf"),
+                f"{tmp}/page",
+            ],
             check=True,
         )
         shot = next(Path(tmp).glob("page*.png"))

@@ -166,7 +166,7 @@ def _network_failure(exc: BaseException) -> str | None:
     return None
 
 
-def build_application(app: str, weights: str | Path | None, model_name: str) -> InMemorySource:
+def build_application(app: str, weights: str | Path | None, model_name: str, seed: int = 0) -> InMemorySource:
     """Build keras.applications.<app> with random, ImageNet or local weights; read its tensors."""
     quiet_tensorflow()
     with native_stderr_silenced():
@@ -177,6 +177,8 @@ def build_application(app: str, weights: str | Path | None, model_name: str) -> 
         raise SourceError(f"model {model_name!r}: keras.applications has no {app!r}")
     if isinstance(weights, Path) and not weights.exists():
         raise SourceError(f"model {model_name!r}: weights file {weights} does not exist")
+    # A fixed seed makes an untrained model the same in every build, so reports can be compared byte for byte.
+    keras.utils.set_random_seed(seed)
     try:
         with native_stderr_silenced():
             model = factory(weights=str(weights) if isinstance(weights, Path) else weights)
@@ -194,7 +196,7 @@ def build_application(app: str, weights: str | Path | None, model_name: str) -> 
         ) from None
     layers, arrays = describe_layers(model)
     if weights is None:
-        origin, trained = "random initialisation (weights=None)", False
+        origin, trained = f"random initialisation (weights=None, seed {seed})", False
     elif weights == "imagenet":
         origin, trained = "ImageNet weights", True
     else:
