@@ -284,6 +284,24 @@ def _looks_auto(name: str, class_name: str) -> bool:
     return base == snake_case(class_name) or base in _AUTO_BASES
 
 
+def rows_to_layers(rows: list[Any]) -> list[LayerInfo]:
+    """Turn (id, name, class, type source, path, params, attrs, feeds) rows into uniquely named layers."""
+    names = unique_names([r[0] for r in rows], [r[1] for r in rows])
+    return [
+        LayerInfo(
+            name=names[uid],
+            class_name=cls,
+            index=i,
+            params=params,
+            type_source=src,
+            path=path,
+            feeds=tuple(names[f] for f in feeds if f in names),
+            attrs=attrs,
+        )
+        for i, (uid, _n, cls, src, path, params, attrs, feeds) in enumerate(rows)
+    ]
+
+
 class _H5Source(WeightSource):
     """Shared reading for sources backed by one safe HDF5 file."""
 
@@ -381,20 +399,7 @@ class KerasWeightsSource(_H5Source):
             if cls == "Unknown":
                 refs = tuple(TensorRef(p.key, p.name, "other", p.shape, p.dtype) for p in refs)
             rows.append((owner.path, self._owner_name(owner, cls), cls, "inferred", owner.path, refs, (), []))
-        unique = unique_names([r[0] for r in rows], [r[1] for r in rows])
-        return [
-            LayerInfo(
-                name=unique[uid],
-                class_name=cls,
-                index=i,
-                params=params,
-                type_source=src,
-                path=path,
-                feeds=tuple(unique[f] for f in feeds if f in unique),
-                attrs=attrs,
-            )
-            for i, (uid, _n, cls, src, path, params, attrs, feeds) in enumerate(rows)
-        ]
+        return rows_to_layers(rows)
 
     @staticmethod
     def _owner_name(owner: Owner, class_name: str) -> str:
@@ -524,20 +529,7 @@ class KerasLegacyH5Source(_H5Source):
             cls = infer_class([r.shape for r in refs])
             path = refs[0].key.rsplit("/", 1)[0] if refs else f"{base.name}/{name}"
             rows.append((name, name, cls, "inferred", path, tuple(refs), (), []))
-        names = unique_names([r[0] for r in rows], [r[1] for r in rows])
-        layers = [
-            LayerInfo(
-                name=names[uid],
-                class_name=cls,
-                index=i,
-                params=params,
-                type_source=src,
-                path=path,
-                feeds=tuple(names[f] for f in feeds if f in names),
-                attrs=attrs,
-            )
-            for i, (uid, _n, cls, src, path, params, attrs, feeds) in enumerate(rows)
-        ]
+        layers = rows_to_layers(rows)
         return layers, raw is not None
 
     @staticmethod
