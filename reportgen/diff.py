@@ -571,113 +571,7 @@ def compute_diff(
     )
 
 
-# ---------------------------------------------------------------- output
-
-# diff.json, schema_version 1.0 (keys sorted, NaN/Inf written as null):
-#   schema_version, tool {name, version}
-#   old, new: {label, title, generated_at, schema_version (as read), model_count}
-#   thresholds: {std_ratio_band [lo, hi], rel_change_alert, verdict_regressions [[old, new]]}
-#   models[]: {name, old_name, new_name, added_layers[], removed_layers[], retyped_layers[[layer, old, new]],
-#              added_tensors[] / removed_tensors[] / reshaped_tensors[]: {layer, param, old_shape, new_shape},
-#              tensors[]: TensorDiff fields, verdict_changes[]: {layer, old, new, regression},
-#              weights_compared (count), weights_note, top[[layer, param]] (most changed first)}
-#   unmatched_models: {old[], new[]}
-#   alerts[]: {severity, code, model, layer, param, message}
-
-
-def diff_document(diff: DiffModel) -> dict[str, Any]:
-    """Build the diff.json document (histograms stay in the two stats.json files)."""
-    from reportgen import __version__
-    from reportgen.render.json_report import jsonable
-
-    def model(m: ModelDiff) -> dict[str, Any]:
-        d = jsonable(m)
-        d["name"] = m.name
-        d["top"] = [[t.layer, t.param] for t in m.top()]
-        return d
-
-    return {
-        "schema_version": DIFF_SCHEMA_VERSION,
-        "tool": {"name": "reportgen", "version": __version__},
-        "old": jsonable(diff.old),
-        "new": jsonable(diff.new),
-        "thresholds": {
-            "std_ratio_band": list(STD_RATIO_BAND),
-            "rel_change_alert": REL_CHANGE_ALERT,
-            "verdict_regressions": sorted(list(r) for r in VERDICT_REGRESSIONS),
-        },
-        "models": [model(m) for m in diff.models],
-        "unmatched_models": {"old": list(diff.unmatched_old), "new": list(diff.unmatched_new)},
-        "alerts": jsonable(list(diff.alerts)),
-    }
-
-
-def draw_overlays(diff: DiffModel) -> dict[str, Any]:
-    """Draw each overlay as densities of both sides on one axis, keyed by figure id."""
-    from reportgen.figures import PALETTE, FigureData, _figure, _to_uri, param_words
-    from reportgen.report_model import slugify
-
-    out: dict[str, FigureData] = {}
-    for i, ov in enumerate(diff.overlays):
-        title = f"{ov.layer} {param_words(ov.param, ov.role)}: {diff.old.label} vs {diff.new.label}"
-        with _figure(5.6, 3.0) as (fig, ax):
-            for color, label, h, style in (
-                (PALETTE[7], diff.old.label, ov.old, "--"),
-                (PALETTE[0], diff.new.label, ov.new, "-"),
-            ):
-                edges = np.asarray(h.edges)
-                counts = np.asarray(h.counts, dtype=float)
-                total = counts.sum() * np.diff(edges)
-                dens = np.divide(counts, total, out=np.zeros_like(counts), where=total > 0)
-                ax.stairs(dens, edges, color=color, linewidth=1.4, linestyle=style, label=label)
-            ax.set_title(f"{ov.layer} · {ov.param}")
-            ax.set_xlabel("Value")
-            ax.set_ylabel("Density")
-            ax.legend(fontsize=8, frameon=False)
-            uri = _to_uri(fig)
-        fid = f"diff-{i}-{slugify(ov.model)}-{slugify(ov.layer)}-{slugify(ov.param)}"
-        alt = f"Overlaid histograms of {ov.model} {ov.layer} {ov.param}, old and new"
-        out[fid] = FigureData(fid, title, alt, uri)
-    return out
-
-
-def render_html_diff(diff: DiffModel, *, for_pdf: bool = False) -> str:
-    """Render diff.html: the main report's template base, CSS and CSP."""
-    import jinja2
-
-    from reportgen.errors import RenderError
-    from reportgen.render.html import make_env, template_dir
-
-    figures = draw_overlays(diff)
-    env = make_env()
-    css = (template_dir() / "style.css").read_text(encoding="utf-8")
-    script = (template_dir() / "report.js").read_text(encoding="utf-8")
-    try:
-        return env.get_template("diff.html.j2").render(
-            diff=diff,
-            figures=list(figures.values()),
-            for_pdf=for_pdf,
-            css=css,
-            script=script,
-            thresholds={"std_lo": STD_RATIO_BAND[0], "std_hi": STD_RATIO_BAND[1], "rel": REL_CHANGE_ALERT},
-        )
-    except jinja2.TemplateError as exc:
-        raise RenderError(f"template error: {exc}") from exc
-
-
-def render_diff(diff: DiffModel, formats: tuple[str, ...]) -> dict[str, bytes]:
-    """Render the requested formats to {"diff.html", "diff.pdf", "diff.json"} bytes."""
-    out: dict[str, bytes] = {}
-    if "html" in formats:
-        out["diff.html"] = render_html_diff(diff).encode("utf-8")
-    if "pdf" in formats:
-        from reportgen.render.pdf import render_pdf
-
-        out["diff.pdf"] = render_pdf(render_html_diff(diff, for_pdf=True))
-    if "json" in formats:
-        doc = diff_document(diff)
-        out["diff.json"] = (json.dumps(doc, indent=1, sort_keys=True, allow_nan=False) + "\n").encode("utf-8")
-    return out
+# ---------------------------------------------------------------- terminal summary
 
 
 def _fmt(value: float | None, spec: str = ".3g") -> str:
@@ -746,6 +640,8 @@ def run_diff(
         if not quiet:
             print("\n".join(summary_lines(diff)))
         return 0
+    from reportgen.render.diff_report import render_diff
+
     files = render_diff(diff, tuple(formats or ("html", "pdf", "json")))
     write_atomically(target, files, force)
     if not quiet:

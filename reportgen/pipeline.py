@@ -280,7 +280,8 @@ def build(loaded: LoadedConfig, options: BuildOptions, progress: Progress | None
     formats = tuple(options.formats or loaded.config.formats)
     outputs = render_outputs(report, formats, timings)
     if old_stats is not None:
-        from reportgen.diff import compute_diff, render_diff
+        from reportgen.diff import compute_diff
+        from reportgen.render.diff_report import render_diff
         from reportgen.render.json_report import stats_document
 
         diff = compute_diff(

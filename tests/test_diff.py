@@ -13,7 +13,8 @@ import pytest
 
 from reportgen import diff as rdiff
 from reportgen.cli import main
-from reportgen.diff import compute_diff, load_stats, render_diff, weight_change
+from reportgen.diff import compute_diff, load_stats, weight_change
+from reportgen.render.diff_report import render_diff
 
 DATA = Path(__file__).parent / "data"
 

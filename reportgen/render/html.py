@@ -43,20 +43,17 @@ def make_env() -> jinja2.Environment:
     return env
 
 
-def render_html(
-    report: ReportModel,
-    figures: dict[str, FigureData],
-    *,
-    for_pdf: bool = False,
-    extra: dict[str, Any] | None = None,
-) -> str:
-    """Render the report; for_pdf opens collapsed sections and drops the script."""
+def render_template(name: str, **context: Any) -> str:
+    """Render one page template with the shared CSS and script inlined."""
     env = make_env()
     css = (template_dir() / "style.css").read_text(encoding="utf-8")
     script = (template_dir() / "report.js").read_text(encoding="utf-8")
     try:
-        return env.get_template("report.html.j2").render(
-            report=report, figures=figures, for_pdf=for_pdf, css=css, script=script, **(extra or {})
-        )
+        return env.get_template(name).render(css=css, script=script, **context)
     except jinja2.TemplateError as exc:
         raise RenderError(f"template error: {exc}") from exc
+
+
+def render_html(report: ReportModel, figures: dict[str, FigureData], *, for_pdf: bool = False) -> str:
+    """Render the report; for_pdf opens collapsed sections and drops the script."""
+    return render_template("report.html.j2", report=report, figures=figures, for_pdf=for_pdf)
