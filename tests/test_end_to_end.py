@@ -67,6 +67,7 @@ def test_untrained_at_init_trained_moved(built: Path) -> None:
             if layer["verdict"] and layer["class_name"] in ("Conv2D", "Dense")
         }
         assert verdicts and set(verdicts.values()) == {want}, (name, verdicts)
+        assert models[name]["looks_trained"] is (want == "moved")
 
 
 def test_glorot_limits_hold_for_untrained(built: Path) -> None:

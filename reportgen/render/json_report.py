@@ -111,7 +111,7 @@ def _model(m: ModelView) -> dict[str, Any]:
         "param_count": m.param_count,
         "layer_count": len(m.layers),
         "summary": getattr(diag, "summary", None),
-        "looks_trained": getattr(diag, "trained", None),
+        "looks_trained": getattr(diag, "looks_trained", None),
         "selected": [
             {
                 "layer": v.selected.layer.name,
