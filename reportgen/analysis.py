@@ -7,8 +7,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from reportgen import initializers
+from reportgen.diagnosis import InitCheck, check_init
 from reportgen.initializers import InitDistribution
 from reportgen.sources.base import LayerInfo, TensorRef, WeightSource
+from reportgen.spectral import SpectralMetrics, spectral_metrics
 from reportgen.stats import TensorStats, compute_stats
 
 
@@ -32,8 +34,8 @@ class TensorAnalysis:
     role: str
     stats: TensorStats
     init: InitDistribution | None
-    init_check: object | None  # reportgen.diagnosis.InitCheck
-    spectral: object | None  # reportgen.spectral.SpectralMetrics
+    init_check: InitCheck | None
+    spectral: SpectralMetrics | None
     dead_units: int | None  # output units (filters, columns) whose weights are all exactly zero
     units: int | None  # number of output units
 
@@ -55,17 +57,15 @@ def kernel_shape(layer: LayerInfo) -> tuple[int, ...] | None:
 
 def analyze_tensor(source: WeightSource, layer: LayerInfo, ref: TensorRef, options: AnalysisOptions) -> TensorAnalysis:
     """Read one tensor and compute everything the report needs from its values."""
-    from reportgen import diagnosis, spectral
-
     values = source.read(ref)
     stats = compute_stats(np.asarray(values), shape=ref.shape, dtype=ref.dtype, bins=options.bins)
     dist = initializers.distribution(ref.init, ref.shape, ref.layout, kernel_shape(layer))
     check = None
     if dist is not None and stats.finite > 0:
-        check = diagnosis.check_init(np.asarray(values), dist, stats, sample_size=options.ks_sample)
+        check = check_init(np.asarray(values), dist, stats, sample_size=options.ks_sample)
     spec = None
     if options.spectral and ref.role in ("kernel", "depthwise_kernel", "pointwise_kernel") and len(ref.shape) >= 2:
-        spec = spectral.spectral_metrics(
+        spec = spectral_metrics(
             np.asarray(values), ref.layout, max_dim=options.spectral_max_dim, fit=options.spectral_fit
         )
     dead = units = None

@@ -148,8 +148,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         result = build(loaded, opts, None)
     if not args.quiet:
         for m in result.report.models:
-            summary = getattr(m.diagnosis, "summary", "")
-            print(f"{m.name}: {summary}")
+            print(f"{m.name}: {m.diagnosis.summary}")
         print(f"wrote {result.out_dir}/ ({', '.join(result.files)})")
         if args.verbose:
             print("timings: " + ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items()))

@@ -187,8 +187,8 @@ def diagnosis_depth(model: ModelView) -> FigureData | None:
         a = model.analysis(layer.name, "kernel")
         if v is None or a is None:
             continue
-        ratio = a.init_check.std_ratio if a.init_check is not None else float("nan")  # type: ignore[attr-defined]
-        alpha = a.spectral.alpha if a.spectral is not None else float("nan")  # type: ignore[attr-defined]
+        ratio = a.init_check.std_ratio if a.init_check is not None else float("nan")
+        alpha = a.spectral.alpha if a.spectral is not None else float("nan")
         rows.append((layer.name, v.status, ratio, alpha))
     if len(rows) < 2:
         return None
@@ -237,10 +237,9 @@ def diagnosis_depth(model: ModelView) -> FigureData | None:
 def spectrum(model: ModelView, view: SelectedView, a: TensorAnalysis) -> FigureData | None:
     """Plot a kernel's eigenvalue distribution (CCDF, log-log) with the fitted power-law tail."""
     sp = a.spectral
-    evals = getattr(sp, "evals", None)
-    if sp is None or evals is None or len(evals) < 2:
+    if sp is None or sp.evals is None or len(sp.evals) < 2:
         return None
-    ev = np.sort(np.asarray(evals, dtype=float))[::-1]
+    ev = np.sort(np.asarray(sp.evals, dtype=float))[::-1]
     ev = ev[ev > 0]
     if ev.size < 2:
         return None
@@ -248,7 +247,7 @@ def spectrum(model: ModelView, view: SelectedView, a: TensorAnalysis) -> FigureD
     title = f"{model.name} {view.selected.label}: eigenvalue spectrum"
     with _figure(5.2, 2.9) as (fig, ax):
         ax.loglog(ev, ccdf, marker=".", markersize=2, linewidth=0, color=PALETTE[0], label="eigenvalues of WᵀW")
-        alpha, xmin, n_tail = sp.alpha, sp.xmin, sp.n_tail  # type: ignore[attr-defined]
+        alpha, xmin, n_tail = sp.alpha, sp.xmin, sp.n_tail
         if np.isfinite(alpha) and xmin > 0 and n_tail > 1:
             xs = np.geomspace(xmin, ev[0], 50)
             ax.loglog(

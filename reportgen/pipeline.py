@@ -17,6 +17,7 @@ from pathlib import Path
 from reportgen import __version__
 from reportgen.analysis import AnalysisOptions, TensorAnalysis
 from reportgen.config import LoadedConfig, ModelConfig
+from reportgen.diagnosis import Alert, diagnose_model
 from reportgen.errors import ReportgenError, SourceError
 from reportgen.executor import Executors, ReopenRecipe, reopen_recipe
 from reportgen.output import preflight, sha256_bytes, write_atomically
@@ -139,12 +140,6 @@ def _analyze_all(
     return executors.analyze(source, layers, options, recipe, label, progress)
 
 
-def _diagnose(name: str, layers: list[LayerInfo], analyses: dict[tuple[str, str], TensorAnalysis]) -> object:
-    from reportgen import diagnosis
-
-    return diagnosis.diagnose_model(name, layers, analyses)
-
-
 def build_report_model(
     loaded: LoadedConfig,
     options: BuildOptions,
@@ -166,7 +161,7 @@ def build_report_model(
         sources.append((i, mc, open_model(loaded, i, mc)))
     timings["load"] = time.perf_counter() - t0
     timings["analysis"] = 0.0
-    alerts: list[object] = []
+    alerts: list[Alert] = []
     executors = Executors.from_choices(
         (options.executor, options.scheduler), (cfg.executor, cfg.scheduler), options.workers
     )
@@ -179,8 +174,8 @@ def build_report_model(
             recipe = reopen_recipe(source, loaded.resolve(mc.path) if mc.path else None, mc.init)
             analyses = _analyze_all(source, layers, aopts, executors, progress, mc.name, recipe)
             timings["analysis"] += time.perf_counter() - t1
-            diag = _diagnose(mc.name, layers, analyses)
-            alerts.extend(getattr(diag, "alerts", ()))
+            diag = diagnose_model(mc.name, layers, analyses)
+            alerts.extend(diag.alerts)
             selected = tuple(SelectedView(s, tuple(analyses[(s.layer.name, p.name)] for p in s.params)) for s in chosen)
             files = tuple(sha256_file(f) for f in source.info.files if f.is_file())
             views.append(

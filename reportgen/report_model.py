@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from reportgen.analysis import TensorAnalysis
+from reportgen.diagnosis import Alert, ModelDiagnosis, Verdict
 from reportgen.selection import Selected
 from reportgen.sources.base import LayerInfo, SourceInfo
 
@@ -53,7 +54,7 @@ class ModelView:
     layers: tuple[LayerInfo, ...]
     analyses: dict[tuple[str, str], TensorAnalysis]
     selected: tuple[SelectedView, ...]
-    diagnosis: Any  # reportgen.diagnosis.ModelDiagnosis or None
+    diagnosis: ModelDiagnosis
     init_statement: str | None = None
 
     @property
@@ -70,9 +71,9 @@ class ModelView:
         """Return the analysis of one tensor, or None."""
         return self.analyses.get((layer, param))
 
-    def verdict(self, layer: str) -> Any:
+    def verdict(self, layer: str) -> Verdict | None:
         """Return the diagnosis verdict of a layer, or None."""
-        for v in getattr(self.diagnosis, "verdicts", ()) or ():
+        for v in self.diagnosis.verdicts:
             if v.layer == layer:
                 return v
         return None
@@ -114,7 +115,7 @@ class ReportModel:
     models: tuple[ModelView, ...]
     comparisons: tuple[Comparison, ...]
     findings: tuple[Finding, ...]
-    alerts: tuple[Any, ...]  # reportgen.diagnosis.Alert
+    alerts: tuple[Alert, ...]
     versions: tuple[tuple[str, str], ...]
     options: dict[str, Any] = field(default_factory=dict)
 

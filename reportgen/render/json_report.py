@@ -55,9 +55,7 @@ def _init_block(a: Any) -> dict[str, Any] | None:
 
 
 def _model(m: ModelView) -> dict[str, Any]:
-    verdicts = {}
-    if m.diagnosis is not None:
-        verdicts = {v.layer: jsonable(v) for v in getattr(m.diagnosis, "verdicts", ())}
+    verdicts = {v.layer: jsonable(v) for v in m.diagnosis.verdicts}
     layers = []
     for layer in m.layers:
         params = []
@@ -110,8 +108,8 @@ def _model(m: ModelView) -> dict[str, Any]:
         "init_statement": m.init_statement,
         "param_count": m.param_count,
         "layer_count": len(m.layers),
-        "summary": getattr(diag, "summary", None),
-        "looks_trained": getattr(diag, "looks_trained", None),
+        "summary": diag.summary,
+        "looks_trained": diag.looks_trained,
         "selected": [
             {
                 "layer": v.selected.layer.name,
