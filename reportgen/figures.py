@@ -18,7 +18,7 @@ from matplotlib import rc_context
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_svg import FigureCanvasSVG
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from reportgen.analysis import TensorAnalysis
 from reportgen.diff import DiffModel
@@ -71,6 +71,11 @@ def _to_uri(fig: Figure) -> str:
     return "data:image/svg+xml;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+def model_color(index: int) -> str:
+    """Return the colour of the index-th model, the same in every figure of a report."""
+    return PALETTE[index % len(PALETTE)]
+
+
 def _log_axis(ax: Axes) -> None:
     """Use a log y axis with plain-number tick labels (math text is off for safety)."""
     ax.set_yscale("log")
@@ -110,39 +115,40 @@ def histogram(model: ModelView, view: SelectedView, a: TensorAnalysis) -> Figure
 def depth_trend(models: tuple[ModelView, ...], kinds: tuple[str, ...], label: str) -> FigureData | None:
     """Plot mean |w| of each kernel of the given layer types against depth, one series per model."""
     series = []
-    for m in models:
+    for idx, m in enumerate(models):
         pts = [
             (layer.name, a.stats.mean_abs)
             for layer in m.weighted_layers
             if layer.class_name in kinds and (a := m.analysis(layer.name, "kernel")) is not None
         ]
         if pts:
-            series.append((m.name, pts))
-    if not series or max(len(p) for _, p in series) < 2:
+            series.append((idx, m.name, pts))
+    if not series or max(len(p) for _, _, p in series) < 2:
         return None
     title = f"Mean |w| by depth, {label} layers"
     with _figure(6.4, 3.4) as (fig, ax):
-        for i, (name, pts) in enumerate(series):
+        for idx, name, pts in series:
             ax.plot(
                 range(len(pts)),
                 [v for _, v in pts],
                 marker="o",
                 markersize=3.5,
                 linewidth=1.2,
-                color=PALETTE[i % len(PALETTE)],
+                color=model_color(idx),
                 label=name,
             )
         _log_axis(ax)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(title)
         ax.set_xlabel(f"{label.capitalize()} layer number (input side first)")
         ax.set_ylabel("Mean of |w| (log scale)")
         ax.legend(fontsize=8, frameon=False)
         uri = _to_uri(fig)
-    alt = title + ": " + "; ".join(f"{n}: {len(p)} layers, {p[0][1]:.3g} to {p[-1][1]:.3g}" for n, p in series)
+    alt = title + ": " + "; ".join(f"{n}: {len(p)} layers, {p[0][1]:.3g} to {p[-1][1]:.3g}" for _, n, p in series)
     return FigureData(f"trend-{label.replace(' ', '-')}", title, alt, uri)
 
 
-def overlay(c: Comparison) -> FigureData:
+def overlay(c: Comparison, order: dict[str, int]) -> FigureData:
     """Overlay one layer's value distributions across models, as densities."""
     title = f"{c.layer} {param_words(c.param, c.entries[0][1].role)} across models"
     with _figure(5.6, 3.0) as (fig, ax):
@@ -154,7 +160,7 @@ def overlay(c: Comparison) -> FigureData:
             counts = np.asarray(h.counts, dtype=float)
             total = counts.sum() * np.diff(edges)
             dens = np.divide(counts, total, out=np.zeros_like(counts), where=total > 0)
-            ax.stairs(dens, edges, color=PALETTE[i % len(PALETTE)], linewidth=1.4, label=name)
+            ax.stairs(dens, edges, color=model_color(order.get(name, i)), linewidth=1.4, label=name)
         _log_axis(ax)
         ax.set_title(title)
         ax.set_xlabel("Value")
@@ -286,8 +292,9 @@ def draw_all(report: ReportModel) -> dict[str, FigureData]:
                     put(spectrum(m, view, a))
     put(depth_trend(report.models, ("Conv2D", "Conv2d", "Conv1D", "Conv3D"), "convolutional"))
     put(depth_trend(report.models, ("Dense", "Linear"), "fully connected"))
+    order = {m.name: i for i, m in enumerate(report.models)}
     for c in report.comparisons:
-        put(overlay(c))
+        put(overlay(c, order))
     return out
 
 
