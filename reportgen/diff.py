@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from reportgen.errors import SourceError
+from reportgen.stats import Histogram
 
 DIFF_SCHEMA_VERSION = "1.0"
 # stats.json versions this reader understands; older ones are upgraded on load.
@@ -30,14 +31,6 @@ VERDICT_REGRESSIONS = frozenset({("moved", "at_init")})
 TOP_N = 6
 
 _HASH_BLOCK = 1 << 20
-
-
-@dataclass(frozen=True)
-class Histogram:
-    """Stored histogram of one side: bin edges and counts from stats.json."""
-
-    edges: tuple[float, ...]
-    counts: tuple[int, ...]
 
 
 @dataclass(frozen=True)

@@ -113,6 +113,14 @@ class SourceInfo:
     extra: dict[str, str] = field(default_factory=dict)
 
 
+def map_bytes(file: Path, dtype: np.dtype, offset: int, nbytes: int, shape: tuple[int, ...]) -> np.ndarray:
+    """Map nbytes of file at offset read-only as an array of shape; raise OSError/ValueError if it can't."""
+    if nbytes == 0:
+        return np.zeros(shape, dtype=dtype)
+    count = nbytes // dtype.itemsize
+    return np.memmap(file, dtype=dtype, mode="r", offset=offset, shape=(count,)).reshape(shape)
+
+
 class WeightSource(ABC):
     """A model's weights, readable one tensor at a time without running code from the file."""
 

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from reportgen.errors import SourceError
-from reportgen.sources.base import DEFAULT_CHUNK_ELEMS, LayerInfo, SourceInfo, TensorRef, WeightSource
+from reportgen.sources.base import DEFAULT_CHUNK_ELEMS, LayerInfo, SourceInfo, TensorRef, WeightSource, map_bytes
 from reportgen.sources.naming import FlatTensor, group_layers, split_name
 from reportgen.sources.safetensors_file import iter_file_chunks
 
@@ -193,15 +193,11 @@ class OnnxSource(WeightSource):
         """Return the initializer's values (a read-only memory map for external data)."""
         ext = self._external.get(ref.key)
         if ext is not None:
-            if ext.length == 0:
-                return np.zeros(ext.shape, dtype=ext.dtype)
             try:
-                count = ext.length // ext.dtype.itemsize
-                mm = np.memmap(ext.file, dtype=ext.dtype, mode="r", offset=ext.offset, shape=(count,))
+                return map_bytes(ext.file, ext.dtype, ext.offset, ext.length, ext.shape)
             except (OSError, ValueError) as exc:
                 where = f"{self.path}: initializer {ref.key!r}"
                 raise SourceError(f"{where}: cannot map external data ({exc})") from None
-            return mm.reshape(ext.shape)
         tensor = self._internal.get(ref.key)
         if tensor is None:
             raise SourceError(f"{self.path}: initializer {ref.key!r}: not in this model")

@@ -15,7 +15,7 @@ import ml_dtypes
 import numpy as np
 
 from reportgen.errors import SourceError
-from reportgen.sources.base import DEFAULT_CHUNK_ELEMS, LayerInfo, SourceInfo, TensorRef, WeightSource
+from reportgen.sources.base import DEFAULT_CHUNK_ELEMS, LayerInfo, SourceInfo, TensorRef, WeightSource, map_bytes
 from reportgen.sources.naming import FlatTensor, group_layers, quant_groups
 
 # The format's own limit (safetensors refuses headers above 100 MB).
@@ -283,14 +283,10 @@ class SafetensorsSource(WeightSource):
 
     def _read_key(self, key: str) -> np.ndarray:
         e = self._entry(key)
-        if e.nbytes == 0:
-            return np.zeros(e.shape, dtype=e.dtype)
         try:
-            count = e.nbytes // e.dtype.itemsize
-            mm = np.memmap(e.file, dtype=e.dtype, mode="r", offset=e.start, shape=(count,))
+            return map_bytes(e.file, e.dtype, e.start, e.nbytes, e.shape)
         except (OSError, ValueError) as exc:
             raise SourceError(f"{e.file}: tensor {key!r}: cannot map ({exc})") from None
-        return mm.reshape(e.shape)
 
     def read(self, ref: TensorRef) -> np.ndarray:
         """Return the tensor as a read-only memory map of the file."""
