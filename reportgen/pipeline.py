@@ -22,7 +22,6 @@ from reportgen.errors import ReportgenError, SourceError
 from reportgen.executor import Executors, ReopenRecipe, reopen_recipe
 from reportgen.output import preflight, sha256_bytes, write_atomically
 from reportgen.report_model import (
-    FileHash,
     ModelView,
     ReportModel,
     SelectedView,
@@ -218,7 +217,7 @@ def build_report_model(
 
 def manifest(report: ReportModel, loaded: LoadedConfig, outputs: dict[str, bytes]) -> bytes:
     """Describe inputs, outputs and versions with hashes, for the archive."""
-    inputs: list[FileHash] = [f for m in report.models for f in m.files]
+    inputs = report.input_files()
     doc = {
         "manifest_version": "1.0",
         "generated_at": report.generated_at,

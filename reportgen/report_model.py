@@ -119,6 +119,10 @@ class ReportModel:
     versions: tuple[tuple[str, str], ...]
     options: dict[str, Any] = field(default_factory=dict)
 
+    def input_files(self) -> list[FileHash]:
+        """Return every model's input files, in model order."""
+        return [f for m in self.models for f in m.files]
+
     def alert_counts(self) -> dict[str, int]:
         """Return the number of alerts per severity, most severe first."""
         out = {"critical": 0, "warning": 0, "info": 0}
