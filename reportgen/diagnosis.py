@@ -385,7 +385,13 @@ def _bias_findings(
 ) -> tuple[str | None, Alert | None]:
     """Explain or flag a bias still exactly at its constant init; return (note, alert)."""
     check = ta.init_check if isinstance(ta.init_check, InitCheck) else None
-    if ta.role != "bias" or check is None or check.family != "constant" or check.const_share != 1.0:
+    if ta.role != "bias" or check is None or check.family != "constant":
+        return None, None
+    if check.const_share != 1.0:
+        # The bias trained while the kernel kept its initial draw: bias-only fine-tuning, or a frozen kernel.
+        if verdict.status == "at_init":
+            share = 1.0 - (check.const_share or 0.0)
+            return f"bias moved ({share:.0%} of values left their initial constant) while the kernel is at init", None
         return None, None
     if feeds_bn:
         return BN_BIAS_NOTE, None

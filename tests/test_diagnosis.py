@@ -316,3 +316,31 @@ def test_trained_cnn_with_one_frozen_layer(digits_cnn):
     assert all(m["ks_pvalue"] < 1e-3 or not 0.9 <= m["std_ratio"] <= 1.1 for m in moved.values())
     frozen = next(v for v in diag.verdicts if v.layer == "conv2").evidence
     assert frozen.ks_pvalue > 1e-3 and math.isclose(frozen.std_ratio, 1.0, abs_tol=0.1)
+
+
+def test_bias_only_training_is_noted() -> None:
+    """A kernel at its initial draw with a trained bias gets a note saying so, not an alert."""
+    from reportgen.analysis import AnalysisOptions, analyze_tensor
+    from reportgen.diagnosis import diagnose_model
+    from reportgen.initializers import spec_from_name
+    from reportgen.sources.base import LayerInfo, SourceInfo, TensorRef
+    from reportgen.sources.keras_app import InMemorySource
+
+    rng = np.random.default_rng(0)
+    limit = np.sqrt(6.0 / (64 + 32))
+    arrays = {
+        "d/kernel": rng.uniform(-limit, limit, (64, 32)).astype(np.float32),
+        "d/bias": rng.normal(0, 0.1, 32).astype(np.float32),
+    }
+    refs = (
+        TensorRef("d/kernel", "kernel", "kernel", (64, 32), "float32", spec_from_name("glorot_uniform")),
+        TensorRef("d/bias", "bias", "bias", (32,), "float32", spec_from_name("zeros")),
+    )
+    layer = LayerInfo("d", "Dense", 0, refs)
+    source = InMemorySource(SourceInfo("test", "test"), [layer], arrays)
+    analyses = {("d", r.name): analyze_tensor(source, layer, r, AnalysisOptions()) for r in refs}
+    diag = diagnose_model("m", [layer], analyses)
+    (v,) = diag.verdicts
+    assert v.status == "at_init"
+    assert any(n.startswith("bias moved (100% of values left their initial constant)") for n in v.notes)
+    assert not [a for a in diag.alerts if a.code == "bias-at-init"]
