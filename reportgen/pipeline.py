@@ -15,11 +15,11 @@ from importlib import metadata
 from pathlib import Path
 
 from reportgen import __version__
-from reportgen.analysis import AnalysisOptions, TensorAnalysis
+from reportgen.analysis import AnalysisOptions
 from reportgen.config import LoadedConfig, ModelConfig
 from reportgen.diagnosis import Alert, diagnose_model
 from reportgen.errors import ReportgenError, SourceError
-from reportgen.executor import Executors, ReopenRecipe, reopen_recipe
+from reportgen.executor import Executors, reopen_recipe
 from reportgen.output import preflight, sha256_bytes, write_atomically
 from reportgen.report_model import (
     ModelView,
@@ -30,7 +30,7 @@ from reportgen.report_model import (
     slugify,
 )
 from reportgen.selection import select
-from reportgen.sources.base import LayerInfo, WeightSource
+from reportgen.sources.base import WeightSource
 
 Progress = Callable[[str, int, int], None]  # (message, done, total)
 
@@ -107,38 +107,6 @@ def open_model(loaded: LoadedConfig, index: int, mc: ModelConfig) -> WeightSourc
         raise SourceError(f"{loaded.where('models', index, 'path')}: {exc}") from None
 
 
-def _apply_init(source: WeightSource, mc: ModelConfig) -> list[LayerInfo]:
-    """Return the source's layers with a config-stated initializer on kernels that have none."""
-    import dataclasses
-
-    from reportgen import initializers
-
-    layers = source.layers()
-    if not mc.init or mc.keras is not None:
-        return layers
-    spec = initializers.spec_from_name(mc.init)
-    out = []
-    for layer in layers:
-        params = tuple(
-            dataclasses.replace(p, init=spec) if p.init is None and p.role == "kernel" else p for p in layer.params
-        )
-        out.append(dataclasses.replace(layer, params=params))
-    return out
-
-
-def _analyze_all(
-    source: WeightSource,
-    layers: list[LayerInfo],
-    options: AnalysisOptions,
-    executors: Executors,
-    progress: Progress | None,
-    label: str,
-    recipe: ReopenRecipe | None = None,
-) -> dict[tuple[str, str], TensorAnalysis]:
-    """Analyse every tensor of every layer, biggest first, on the build's executor."""
-    return executors.analyze(source, layers, options, recipe, label, progress)
-
-
 def build_report_model(
     loaded: LoadedConfig,
     options: BuildOptions,
@@ -166,12 +134,12 @@ def build_report_model(
     )
     try:
         for i, mc, source in sources:
-            layers = _apply_init(source, mc)
+            layers = source.layers()  # open_path already gave kernels the config's `init:` where needed
             where = f"{loaded.where('models', i)}."
             chosen = select(layers, mc.layers, mc.params, mc.name, where=where)
             t1 = time.perf_counter()
             recipe = reopen_recipe(source, loaded.resolve(mc.path) if mc.path else None, mc.init)
-            analyses = _analyze_all(source, layers, aopts, executors, progress, mc.name, recipe)
+            analyses = executors.analyze(source, layers, aopts, recipe, mc.name, progress)
             timings["analysis"] += time.perf_counter() - t1
             diag = diagnose_model(mc.name, layers, analyses)
             alerts.extend(diag.alerts)
