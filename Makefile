@@ -12,7 +12,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK = 1
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[keras,examples,dev]'
+	$(PY) -m pip install --quiet -e '.[keras,examples,onnx,dask,dev]'
 	touch $@
 
 .PHONY: help

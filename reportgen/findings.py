@@ -10,7 +10,12 @@ from reportgen.formatting import plain
 from reportgen.report_model import Comparison, Finding, ModelView
 from reportgen.selection import friendly, is_batchnorm
 
-_FAMILY_WORDS = {"uniform": "uniform", "normal": "normal", "truncated_normal": "truncated-normal"}
+# The limit of each uniform initializer, as Keras defines it (fans as in initializers.py).
+_UNIFORM_LIMITS = {
+    "glorot_uniform": "±√(6/(fan_in+fan_out))",
+    "he_uniform": "±√(6/fan_in)",
+    "lecun_uniform": "±√(3/fan_in)",
+}
 
 
 def _init_bounds(m: ModelView) -> list[Finding]:
@@ -33,10 +38,12 @@ def _init_bounds(m: ModelView) -> list[Finding]:
     if not total:
         return []
     init = "/".join(sorted(kinds))
+    formula = _UNIFORM_LIMITS.get(init)
+    bound = f"{init} bound {formula}" if formula else f"{init} bound"
     if not outside:
         return [
             Finding(
-                f"All {total} kernels of {m.name} lie inside their {init} bound ±√(6/(fan_in+fan_out)): "
+                f"All {total} kernels of {m.name} lie inside their {bound}: "
                 f"the largest |w| is {plain(worst[0], 6)} of its limit ({worst[1]}).",
                 m.name,
                 worst[1],
@@ -73,15 +80,19 @@ def _biases(m: ModelView) -> list[Finding]:
         if not zeros:
             continue
         words = f"{kind} biases of {m.name}"
-        if len(zeros) == len(rows):
+        if len(rows) == 1:
+            text = f"The {kind} bias of {m.name} ({zeros[0][0]}) is exactly 0"
+        elif len(zeros) == len(rows):
             text = f"All {len(rows)} {words} are exactly 0"
         else:
             text = f"{len(zeros)} of {len(rows)} {words} are exactly 0"
         bn = [r for r in zeros if r[2]]
         if bn and len(bn) == len(zeros):
-            text += "; each is followed by BatchNormalization, which removes any bias, so it never trains."
+            which = "it is" if len(rows) == 1 else "each is"
+            text += f"; {which} followed by BatchNormalization, which removes any bias, so it never trains."
         elif bn:
-            text += f"; {len(bn)} of them feed BatchNormalization, which makes a bias redundant."
+            verb = "feeds" if len(bn) == 1 else "feed"
+            text += f"; {len(bn)} of them {verb} BatchNormalization, which makes a bias redundant."
         else:
             text += " (their initial value)."
         out.append(Finding(text, m.name, zeros[0][0], "bias"))
