@@ -129,3 +129,31 @@ def test_inspect_table(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> No
         ["fc2", "Linear*", "weight"],
         ["fc2", "Linear*", "bias"],
     ]
+
+
+@pytest.mark.parametrize("kind", ["safetensors", "weights.h5"])
+def test_inspect_never_imports_tensorflow(tmp_path: Path, kind: str) -> None:
+    """A file that can be read directly is inspected without importing TensorFlow or Keras."""
+    import subprocess
+    import sys
+
+    if kind == "safetensors":
+        path = tmp_path / "m.safetensors"
+        _safetensors(path)
+    else:
+        import h5py
+
+        path = tmp_path / "m.weights.h5"
+        with h5py.File(path, "w") as f:
+            f.create_dataset("layers/dense/vars/0", data=np.ones((4, 3), dtype=np.float32))
+            f.create_dataset("layers/dense/vars/1", data=np.zeros(3, dtype=np.float32))
+    probe = (
+        "import sys\n"
+        "from reportgen.cli import main\n"
+        f"code = main(['inspect', {str(path)!r}, '--json'])\n"
+        "heavy = sorted(m for m in ('tensorflow', 'keras', 'torch') if m in sys.modules)\n"
+        "print('HEAVY', code, heavy)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "HEAVY 0 []"
