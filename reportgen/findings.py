@@ -94,7 +94,7 @@ def _biases(m: ModelView) -> list[Finding]:
             verb = "feeds" if len(bn) == 1 else "feed"
             text += f"; {len(bn)} of them {verb} BatchNormalization, which makes a bias redundant."
         else:
-            text += " (their initial value)."
+            text += " (its initial value)." if len(rows) == 1 else " (their initial value)."
         out.append(Finding(text, m.name, zeros[0][0], "bias"))
     return out
 

@@ -6,6 +6,7 @@ import json
 import math
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -85,3 +86,43 @@ def test_comparison_finding_has_the_std_ratio(built: Path, digits_models: Digits
     assert float(m.group(1)) == pytest.approx(s0, rel=5e-4)
     assert float(m.group(2)) == pytest.approx(s1, rel=5e-4)
     assert float(m.group(3)) == pytest.approx(s1 / s0, abs=6e-3)
+
+
+def _fake_model(biases: dict[str, tuple[str, np.ndarray, list[str]]]) -> SimpleNamespace:
+    """A stand-in for ModelView with only what the bias findings read: layers, feeds and bias stats."""
+    from reportgen.stats import compute_stats
+
+    layers = [
+        SimpleNamespace(name=n, class_name=k, feeds=tuple(f), params=("bias",)) for n, (k, _, f) in biases.items()
+    ]
+    layers.append(SimpleNamespace(name="bn", class_name="BatchNormalization", feeds=(), params=()))
+    stats = {n: SimpleNamespace(role="bias", stats=compute_stats(b)) for n, (_, b, _) in biases.items()}
+    return SimpleNamespace(
+        name="m",
+        layers=layers,
+        weighted_layers=[layer for layer in layers if layer.params],
+        analysis=lambda layer, param: stats.get(layer) if param == "bias" else None,
+    )
+
+
+def test_bias_finding_wording_follows_the_counts() -> None:
+    from reportgen.findings import _biases
+
+    one = _fake_model({"head": ("Dense", np.zeros(3), [])})
+    assert [f.text for f in _biases(one)] == ["The Dense bias of m (head) is exactly 0 (its initial value)."]
+    one_bn = _fake_model({"c": ("Conv2D", np.zeros(3), ["bn"])})
+    assert _biases(one_bn)[0].text.startswith("The Conv2D bias of m (c) is exactly 0; it is followed by")
+    mixed = _fake_model(
+        {
+            "c1": ("Conv2D", np.zeros(3), ["bn"]),
+            "c2": ("Conv2D", np.zeros(3), []),
+            "c3": ("Conv2D", np.ones(3), []),
+        }
+    )
+    (f,) = _biases(mixed)
+    assert (
+        f.text
+        == "2 of 3 Conv2D biases of m are exactly 0; 1 of them feeds BatchNormalization, which makes a bias redundant."
+    )
+    assert f.layer == "c1"
+    assert _biases(_fake_model({"d": ("Dense", np.full(3, 0.5), [])})) == []
