@@ -18,7 +18,7 @@ from reportgen import __version__
 from reportgen.analysis import AnalysisOptions
 from reportgen.config import LoadedConfig, ModelConfig
 from reportgen.diagnosis import Alert, diagnose_model
-from reportgen.errors import ReportgenError, SourceError
+from reportgen.errors import NetworkError, ReportgenError, SourceError
 from reportgen.executor import Executors, reopen_recipe
 from reportgen.output import preflight, sha256_bytes, write_atomically
 from reportgen.report_model import (
@@ -93,7 +93,12 @@ def open_model(loaded: LoadedConfig, index: int, mc: ModelConfig) -> WeightSourc
             weights = loaded.resolve(str(weights))
             if not weights.exists():
                 raise SourceError(f"{loaded.where('models', index, 'weights')}: no such file: {weights}")
-        return build_application(mc.keras, weights, mc.name, seed=mc.seed)
+        try:
+            return build_application(mc.keras, weights, mc.name, seed=mc.seed)
+        except NetworkError as exc:
+            raise NetworkError(f"{loaded.where('models', index, 'weights')}: {exc}") from None
+        except SourceError as exc:
+            raise SourceError(f"{loaded.where('models', index, 'keras')}: {exc}") from None
     from reportgen.sources.detect import open_path
 
     assert mc.path is not None

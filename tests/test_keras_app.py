@@ -79,6 +79,10 @@ def test_imagenet_offline_fails_fast_with_a_clear_message(tmp_path: Path, monkey
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 6
     assert len(err) == 1
+    # file:line: key path of the model whose weights are missing, then what to do
+    cfg = ROOT / "configs" / "vgg_vs_resnet.yaml"
+    entry = next(i for i, line in enumerate(cfg.read_text().splitlines(), 1) if line.strip() == "weights: imagenet")
+    assert err[0].startswith(f"reportgen: error: {cfg}:{entry}: models[1].weights: ")
     assert "model 'VGG-16 ImageNet': keras.applications.VGG16 needs ImageNet weights " in err[0]
     assert "vgg16_weights_tf_dim_ordering_tf_kernels.h5" in err[0]
     assert str(tmp_path / "keras" / "models") in err[0]
