@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -10,8 +13,8 @@ from reportgen import initializers
 from reportgen.diagnosis import InitCheck, check_init
 from reportgen.initializers import InitDistribution
 from reportgen.sources.base import LayerInfo, TensorRef, WeightSource
-from reportgen.spectral import SpectralMetrics, spectral_metrics
-from reportgen.stats import TensorStats, compute_stats
+from reportgen.spectral import RowBlocks, SpectralMetrics, spectral_metrics
+from reportgen.stats import ChunkFactory, TensorStats, aligned_blocks, compute_stats
 
 
 @dataclass(frozen=True)
@@ -23,6 +26,8 @@ class AnalysisOptions:
     spectral_max_dim: int = 8192  # skip spectra of matrices whose smaller side exceeds this
     ks_sample: int = 200_000
     spectral_fit: str = "csn"  # csn (Clauset-Shalizi-Newman) | weightwatcher (its xmin rule, for comparison)
+    # Tensors with more elements are read in chunks (1 Mi elements each), never whole, except for the spectrum.
+    stream_elems: int = 1 << 24
 
 
 @dataclass(frozen=True)
@@ -40,13 +45,57 @@ class TensorAnalysis:
     units: int | None  # number of output units
 
 
-def output_units(values: np.ndarray, layout: str) -> np.ndarray:
-    """Return a boolean per output unit: True where every weight of that unit is zero."""
-    if values.ndim < 2:
+def output_units(values: np.ndarray | ChunkFactory, shape: tuple[int, ...], layout: str) -> np.ndarray:
+    """Return a boolean per output unit: True where every weight of that unit is zero.
+
+    values is the tensor or a function returning it as flat 1-D chunks in storage (C) order. The
+    unit axis is the last one (Keras) or the first (PyTorch); each chunk is folded into the per-unit
+    flags on its own, so memory stays at one chunk.
+    """
+    if len(shape) < 2:
         return np.zeros(0, dtype=bool)
-    axis_last = layout != "torch"
-    moved = np.moveaxis(values, -1 if axis_last else 0, 0).reshape(values.shape[-1 if axis_last else 0], -1)
-    return ~np.any(moved != 0, axis=1)
+    units = shape[0] if layout == "torch" else shape[-1]
+    total = math.prod(shape)
+    if units == 0 or total == 0:
+        return np.zeros(units, dtype=bool)
+    per_unit = total // units  # torch: each unit is one contiguous run of this many values
+    alive = np.zeros(units, dtype=bool)
+    chunks = values if callable(values) else (lambda: iter((np.asarray(values).reshape(-1),)))
+    start = 0
+    for chunk in chunks():
+        c = np.asarray(chunk).reshape(-1)
+        for i in range(0, c.size, _UNIT_BLOCK):
+            part = c[i : i + _UNIT_BLOCK]
+            _mark_alive(alive, part, start + i, units, per_unit, layout)
+        start += c.size
+    return ~alive
+
+
+# Values per step of the dead-unit scan: its boolean scratch stays at 4 MiB.
+_UNIT_BLOCK = 1 << 22
+
+
+def _mark_alive(alive: np.ndarray, part: np.ndarray, offset: int, units: int, per_unit: int, layout: str) -> None:
+    """Set alive[u] for every unit u that has a non-zero value in part, which starts at flat offset."""
+    nonzero = part != 0
+    if layout == "torch":
+        if offset % per_unit == 0 and part.size % per_unit == 0:
+            first = offset // per_unit
+            alive[first : first + part.size // per_unit] |= nonzero.reshape(-1, per_unit).any(axis=1)
+        else:
+            alive[(offset + np.flatnonzero(nonzero)) // per_unit] = True
+    elif offset % units == 0 and part.size % units == 0:
+        alive |= nonzero.reshape(-1, units).any(axis=0)
+    else:
+        alive[(offset + np.flatnonzero(nonzero)) % units] = True
+
+
+def _row_blocks(source: WeightSource, ref: TensorRef, step: int) -> Iterator[np.ndarray]:
+    """Yield the rows of a 2-D tensor, step rows at a time, read from its source in chunks."""
+    cols = ref.shape[1]
+    chunks = source.iter_chunks(ref, max_elems=step * cols)
+    for block in aligned_blocks(chunks, step * cols):
+        yield block.reshape(-1, cols)
 
 
 def kernel_shape(layer: LayerInfo) -> tuple[int, ...] | None:
@@ -56,20 +105,40 @@ def kernel_shape(layer: LayerInfo) -> tuple[int, ...] | None:
 
 
 def analyze_tensor(source: WeightSource, layer: LayerInfo, ref: TensorRef, options: AnalysisOptions) -> TensorAnalysis:
-    """Read one tensor and compute everything the report needs from its values."""
-    values = source.read(ref)
-    stats = compute_stats(np.asarray(values), shape=ref.shape, dtype=ref.dtype, bins=options.bins)
+    """Read one tensor and compute everything the report needs from its values.
+
+    Tensors above options.stream_elems elements are read in chunks for the statistics, the
+    initialisation check and the dead-unit scan (the same numbers as from the whole array); only the
+    spectrum needs the whole matrix, and spectral_metrics reads it a block of rows or columns at a time.
+    """
+    streamed = math.prod(ref.shape) > options.stream_elems
+    values: np.ndarray | ChunkFactory
+    if streamed:
+        values = functools.partial(source.iter_chunks, ref)
+    else:
+        values = np.asarray(source.read(ref))
+    stats = compute_stats(values, shape=ref.shape, dtype=ref.dtype, bins=options.bins)
     dist = initializers.distribution(ref.init, ref.shape, ref.layout, kernel_shape(layer))
     check = None
     if dist is not None and stats.finite > 0:
-        check = check_init(np.asarray(values), dist, stats, sample_size=options.ks_sample)
-    spec = None
-    if options.spectral and ref.role in ("kernel", "depthwise_kernel", "pointwise_kernel") and len(ref.shape) >= 2:
-        spec = spectral_metrics(
-            np.asarray(values), ref.layout, max_dim=options.spectral_max_dim, fit=options.spectral_fit
-        )
+        check = check_init(values, dist, stats, sample_size=options.ks_sample)
     dead = units = None
     if ref.role == "kernel" and len(ref.shape) >= 2:
-        flags = output_units(np.asarray(values), ref.layout)
+        flags = output_units(values, ref.shape, ref.layout)
         dead, units = int(flags.sum()), int(flags.size)
+    spec = None
+    if options.spectral and ref.role in ("kernel", "depthwise_kernel", "pointwise_kernel") and len(ref.shape) >= 2:
+        rows: RowBlocks | None = None
+        if isinstance(values, np.ndarray):
+            whole = values
+        elif len(ref.shape) == 2:
+            # A matrix is read again a block of rows at a time; the array only carries the shape.
+            whole = np.broadcast_to(np.float32(0), ref.shape)
+            rows = functools.partial(_row_blocks, source, ref)
+        else:
+            whole = np.asarray(source.read(ref))  # conv kernels: their slices are needed together
+        spec = spectral_metrics(
+            whole, ref.layout, max_dim=options.spectral_max_dim, fit=options.spectral_fit, row_blocks=rows
+        )
+        del whole
     return TensorAnalysis(layer.name, ref.name, ref.role, stats, dist, check, spec, dead, units)

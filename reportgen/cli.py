@@ -171,11 +171,43 @@ def cmd_diff(args: argparse.Namespace) -> int:
     return run_diff(args.old, args.new, output=args.output, formats=args.format, force=args.force, quiet=args.quiet)
 
 
+INTERRUPTED = "reportgen: interrupted; no partial output was left"
 COMMANDS = {"build": cmd_build, "inspect": cmd_inspect, "diff": cmd_diff}
+
+
+class _Interrupts:
+    """Remembers a Ctrl-C, so that an error it caused on its way out still reads as the interrupt.
+
+    A KeyboardInterrupt that lands inside an extension module's import, for instance, surfaces as an
+    ImportError; the user pressed Ctrl-C all the same and should get exit code 130.
+    """
+
+    def __init__(self) -> None:
+        self.seen = False
+
+    def handler(self, signum: int, frame: object) -> None:
+        self.seen = True
+        raise KeyboardInterrupt
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return its exit code."""
+    import signal
+    import threading
+
+    interrupts = _Interrupts()
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGINT, interrupts.handler)
+    try:
+        return _run(argv, interrupts)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _run(argv: Sequence[str] | None, interrupts: _Interrupts) -> int:
+    """Parse the arguments, run the command, and turn every failure into its one line and exit code."""
     verbose = "-v" in (argv or sys.argv[1:]) or "--verbose" in (argv or sys.argv[1:])
     try:
         parser = make_parser()
@@ -185,6 +217,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         return COMMANDS[args.command](args)
     except ReportgenError as exc:
+        if interrupts.seen:
+            print(INTERRUPTED, file=sys.stderr)
+            return 130
         for line in exc.message.splitlines() or [type(exc).__name__]:
             print(f"reportgen: error: {line}", file=sys.stderr)
         if verbose:
@@ -197,9 +232,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except KeyboardInterrupt:
-        print("reportgen: interrupted; no partial output was left", file=sys.stderr)
+        print(INTERRUPTED, file=sys.stderr)
         return 130
     except Exception as exc:  # a bug: one line, the traceback on request
+        if interrupts.seen:
+            print(INTERRUPTED, file=sys.stderr)
+            return 130
         print(
             f"reportgen: internal error: {type(exc).__name__}: {exc} (run with --verbose for details)", file=sys.stderr
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -11,7 +12,7 @@ import numpy as np
 from reportgen.initializers import InitDistribution
 from reportgen.sources.base import LayerInfo
 from reportgen.spectral import SpectralMetrics
-from reportgen.stats import TensorStats
+from reportgen.stats import ChunkFactory, TensorStats
 from reportgen.thresholds import DEFAULT, FLOAT16_MAX, Thresholds
 
 if TYPE_CHECKING:
@@ -126,35 +127,59 @@ def expected_kurtosis(dist: InitDistribution) -> float:
     return float("nan")
 
 
-def _chunks(flat: np.ndarray) -> list[np.ndarray]:
-    return [flat[i : i + _CHUNK] for i in range(0, flat.size, _CHUNK)]
+def _chunk_source(values: np.ndarray | ChunkFactory) -> Callable[[], Iterator[np.ndarray]]:
+    """Return a function that yields the values as 1-D pieces of at most _CHUNK elements."""
+    if callable(values):
+        factory = values
+
+        def from_factory() -> Iterator[np.ndarray]:
+            for c in factory():
+                flat = np.asarray(c).reshape(-1)
+                for i in range(0, flat.size, _CHUNK):
+                    yield flat[i : i + _CHUNK]
+
+        return from_factory
+    flat = np.asarray(values).reshape(-1)
+    return lambda: (flat[i : i + _CHUNK] for i in range(0, flat.size, _CHUNK))
 
 
-def _ks_sample(flat: np.ndarray, sample_size: int, seed: int) -> np.ndarray:
-    """Return the finite values, or a seeded subsample of them, as float64."""
-    if flat.size > sample_size:
-        idx = np.sort(np.random.default_rng(seed).choice(flat.size, size=sample_size, replace=False))
-        flat = flat[idx]
-    x = flat.astype(np.float64)
+def _ks_sample(chunks: Callable[[], Iterator[np.ndarray]], count: int, sample_size: int, seed: int) -> np.ndarray:
+    """Return the finite values, or a seeded subsample of them, as float64 (the same for any chunking)."""
+    if count > sample_size:
+        idx = np.sort(np.random.default_rng(seed).choice(count, size=sample_size, replace=False))
+        picked, start = [], 0
+        for c in chunks():
+            lo, hi = np.searchsorted(idx, [start, start + c.size])
+            if hi > lo:
+                picked.append(c[idx[lo:hi] - start])
+            start += c.size
+        x = np.concatenate(picked).astype(np.float64) if picked else np.zeros(0)
+    else:
+        parts = [c.astype(np.float64) for c in chunks()]
+        x = np.concatenate(parts) if parts else np.zeros(0)
     return x[np.isfinite(x)]
 
 
 def check_init(
-    values: np.ndarray,
+    values: np.ndarray | ChunkFactory,
     dist: InitDistribution,
     stats: TensorStats,
     *,
     sample_size: int = 200_000,
     seed: int = 0,
 ) -> InitCheck:
-    """Compare a tensor with its init distribution: KS test, bound share, scale, kurtosis."""
-    flat = np.asarray(values).reshape(-1)
+    """Compare a tensor with its init distribution: KS test, bound share, scale, kurtosis.
+
+    values is the tensor, or a function returning its values as 1-D chunks (read one at a time).
+    """
+    chunks = _chunk_source(values)
     n = stats.finite
     nan = float("nan")
     if dist.family == "constant":
-        const = np.asarray(dist.mean).astype(flat.dtype)
-        equal = sum(int(np.count_nonzero(c == const)) for c in _chunks(flat))
-        share = equal / flat.size if flat.size else nan
+        equal = 0
+        for c in chunks():
+            equal += int(np.count_nonzero(c == np.asarray(dist.mean).astype(c.dtype)))
+        share = equal / stats.count if stats.count else nan
         return InitCheck(
             family="constant",
             n_values=n,
@@ -171,7 +196,7 @@ def check_init(
             expected_kurtosis=nan,
             const_share=share,
         )
-    sample = _ks_sample(flat, sample_size, seed)
+    sample = _ks_sample(chunks, stats.count, sample_size, seed)
     if sample.size:
         from scipy import stats as sps
 
@@ -185,9 +210,9 @@ def check_init(
     else:
         bound, rule, expected = 3.0 * dist.std, "|w - mean| <= 3 std", math.erf(3.0 / math.sqrt(2.0))
     # float32 arithmetic is exact enough here (the bound has 1e-6 slack) and 8x faster than float64.
-    work = np.float64 if flat.dtype == np.float64 else np.float32
     inside = 0
-    for c in _chunks(flat):
+    for c in chunks():
+        work = np.float64 if c.dtype == np.float64 else np.float32
         chunk: np.ndarray = c.astype(work, copy=False)
         centred = chunk - work(dist.mean) if dist.mean else chunk
         inside += int(np.count_nonzero(np.abs(centred) <= work(bound)))

@@ -13,9 +13,13 @@ Shalizi and Newman (2009).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
+
+# Given a number of rows, yields the rows of one matrix in order, that many at a time (the last may be short).
+RowBlocks = Callable[[int], Iterator[np.ndarray]]
 
 # Fewer eigenvalues than this say nothing about a spectrum's shape; WeightWatcher's
 # default min_evals is the same.
@@ -33,6 +37,10 @@ REFINE_TOP = 4
 # Gram + LAPACK syevd is 2-3x faster on CPUs and still resolves eigenvalues down to
 # ~1e-6 of the largest, far below any tail that is fitted.
 FLOAT64_MAX_SIDE = 1024
+# Elements of W converted per update of a Gram matrix (16 MiB in float32), and the most elements of a
+# panel of rows held in memory while W W^T is accumulated for a matrix wider than tall (128 MiB).
+_GRAM_BLOCK = 1 << 22
+_PANEL = 1 << 25
 # Eigenvalues below this fraction of the largest are rounding noise of the Gram product
 # (float32 epsilon times the matrix side), so the fit ignores them.
 _NOISE_FLOOR = {np.dtype(np.float64): 1e-12, np.dtype(np.float32): 1e-5}
@@ -85,23 +93,79 @@ def weight_matrices(kernel: np.ndarray, layout: str = "keras") -> np.ndarray:
     return w.reshape(-1, w.shape[-2], w.shape[-1])
 
 
-def _gram_evals(stack: np.ndarray) -> tuple[np.ndarray, str]:
-    """Return the pooled eigenvalues of W^T W (smaller side) of every matrix, ascending."""
-    _, rows, cols = stack.shape
-    side = min(rows, cols)
-    if side <= FLOAT64_MAX_SIDE:
-        s = stack.astype(np.float64, copy=False)
-        g = np.matmul(s.transpose(0, 2, 1), s) if cols <= rows else np.matmul(s, s.transpose(0, 2, 1))
-        return np.sort(np.linalg.eigvalsh(g).reshape(-1)), "float64"
+def _gram_evals(stack: np.ndarray, row_blocks: RowBlocks | None = None) -> tuple[np.ndarray, str] | None:
+    """Return the pooled eigenvalues of W^T W (smaller side) of every matrix, ascending; None if not finite.
+
+    Sides up to FLOAT64_MAX_SIDE are done in float64, larger ones in float32. A single matrix (Dense,
+    Linear) is read in blocks of rows, from row_blocks when given (a tensor streamed from its file),
+    so memory holds the Gram matrix and one block or panel, never a converted copy of the whole matrix.
+    Conv kernels (several small slices) are converted at once.
+    """
     from scipy.linalg import eigvalsh
 
-    out = []
-    for w in stack:
-        w32 = np.ascontiguousarray(w, dtype=np.float32)
+    k, rows, cols = stack.shape
+    side = min(rows, cols)
+    dt = np.dtype(np.float64) if side <= FLOAT64_MAX_SIDE else np.dtype(np.float32)
+    if k == 1:
+        if row_blocks is None:
+            m = stack[0]
+
+            def row_blocks(step: int) -> Iterator[np.ndarray]:
+                return (m[i : i + step] for i in range(0, rows, step))
+
+        g = _gram_2d(row_blocks, rows, cols, dt)
+        if g is None:
+            return None
+        grams = [g]
+    else:
+        s = stack.astype(dt)
+        if not np.isfinite(s).all():
+            return None
         # A.T @ A on one buffer is dispatched to BLAS syrk: half the flops of a general product.
-        g = w32.T @ w32 if cols <= rows else w32 @ w32.T
-        out.append(eigvalsh(g, driver="evd", overwrite_a=True, check_finite=False).astype(np.float64))
-    return np.sort(np.concatenate(out)), "float32"
+        grams = [w.T @ w if cols <= rows else w @ w.T for w in s]
+    out = [eigvalsh(g, lower=True, driver="evd", overwrite_a=True, check_finite=False) for g in grams]
+    return np.sort(np.concatenate(out).astype(np.float64)), dt.name
+
+
+def _gram_2d(row_blocks: RowBlocks, rows: int, cols: int, dt: np.dtype) -> np.ndarray | None:
+    """Return W^T W (cols <= rows) or W W^T of one matrix read in row blocks; lower triangle valid."""
+    from scipy.linalg.blas import dsyrk, ssyrk
+
+    step = max(1, _GRAM_BLOCK // cols)  # rows per block
+    if cols <= rows:
+        syrk = dsyrk if dt == np.float64 else ssyrk
+        g = np.zeros((cols, cols), dtype=dt, order="F")
+        for b in row_blocks(step):
+            a = np.ascontiguousarray(b, dtype=dt)
+            if not np.isfinite(a).all():
+                return None
+            # a.T is Fortran-ordered (cols, n): syrk adds a.T @ a to the lower triangle in place.
+            g = syrk(1.0, a.T, beta=1.0, c=g, trans=0, lower=1, overwrite_c=1)
+        return g
+    # More columns than rows: W W^T. A panel of rows stays in memory while every block of rows from
+    # the panel on is read again and multiplied with it, filling the lower triangle panel by panel.
+    g = np.zeros((rows, rows), dtype=dt, order="F")
+    panel_rows = step * max(1, _PANEL // (step * cols))
+    for p0 in range(0, rows, panel_rows):
+        p1 = min(p0 + panel_rows, rows)
+        panel = np.empty((p1 - p0, cols), dtype=dt)
+        r = 0
+        for b in row_blocks(step):
+            n = b.shape[0]
+            if r + n <= p0:
+                r += n
+                continue
+            a = np.asarray(b, dtype=dt)
+            if p0 == 0 and not np.isfinite(a).all():
+                return None
+            if r < p1:  # blocks never straddle a panel edge: panel_rows is a multiple of step
+                panel[r - p0 : r - p0 + n] = a
+                if r + n == p1:
+                    g[p0:p1, p0:p1] = panel @ panel.T
+            else:
+                g[r : r + n, p0:p1] = a @ panel.T
+            r += n
+    return g
 
 
 def _ks_distances(logx: np.ndarray, starts: np.ndarray, alphas: np.ndarray, two_sided: bool) -> np.ndarray:
@@ -187,7 +251,13 @@ def _fit(evals: np.ndarray, lam_max: float, precision: str, k: int, fit: str) ->
 
 
 def spectral_metrics(
-    kernel: np.ndarray, layout: str = "keras", *, max_dim: int = 8192, keep_evals: bool = True, fit: str = "csn"
+    kernel: np.ndarray,
+    layout: str = "keras",
+    *,
+    max_dim: int = 8192,
+    keep_evals: bool = True,
+    fit: str = "csn",
+    row_blocks: RowBlocks | None = None,
 ) -> SpectralMetrics | None:
     """Compute the eigenvalue spectrum of a kernel and its norms and power-law fit; None if skipped."""
     w = np.asarray(kernel)
@@ -197,11 +267,10 @@ def spectral_metrics(
     k, rows, cols = stack.shape
     if min(rows, cols) > max_dim or k * min(rows, cols) < MIN_EVALS:
         return None
-    if w.dtype.kind != "f" or w.dtype.itemsize < 4:
-        stack = stack.astype(np.float32)  # float16 / bfloat16 / ints: compute in float32 at least
-    if not np.isfinite(stack).all():
+    gram = _gram_evals(stack, row_blocks if stack.shape[0] == 1 else None)
+    if gram is None:
         return None
-    evals, precision = _gram_evals(stack)
+    evals, precision = gram
     evals = np.clip(evals, 0.0, None)  # tiny negatives are rounding noise of a PSD matrix
     lam_max = float(evals[-1])
     total = float(evals.sum())

@@ -213,23 +213,55 @@ def _table_uint(dt: np.dtype) -> type[np.unsignedinteger] | None:
 def _first_pass(chunks: Iterator[np.ndarray], block: int, scratch: _Scratch) -> _Totals:
     """Run pass 1: counts, extremes, sum|x| and merged central moments, or the bit-pattern table."""
     tot = _Totals()
-    view: type[np.unsignedinteger] | None = None
-    for chunk in chunks:
-        if tot.dtype is None:
-            tot.dtype = chunk.dtype
-            view = _table_uint(chunk.dtype)
-            if view is not None:
-                tot.table = np.zeros(1 << (8 * chunk.dtype.itemsize), dtype=np.int64)
-        elif chunk.dtype != tot.dtype:
-            raise SourceError(f"tensor chunks mix dtypes {tot.dtype} and {chunk.dtype}")
-        tot.count += chunk.size
-        if tot.table is not None and view is not None:
-            for piece in _blocks((chunk,), _TABLE_BLOCK):
-                tot.table += np.bincount(piece.view(view), minlength=tot.table.size)
-        else:
-            for piece in _blocks((chunk,), block):
-                _moments_block(tot, piece, scratch)
+
+    def checked() -> Iterator[np.ndarray]:
+        view: type[np.unsignedinteger] | None = None
+        for chunk in chunks:
+            if tot.dtype is None:
+                tot.dtype = chunk.dtype
+                view = _table_uint(chunk.dtype)
+                if view is not None:
+                    tot.table = np.zeros(1 << (8 * chunk.dtype.itemsize), dtype=np.int64)
+            elif chunk.dtype != tot.dtype:
+                raise SourceError(f"tensor chunks mix dtypes {tot.dtype} and {chunk.dtype}")
+            tot.count += chunk.size
+            if tot.table is not None and view is not None:
+                for piece in _blocks((chunk,), _TABLE_BLOCK):
+                    tot.table += np.bincount(piece.view(view), minlength=tot.table.size)
+            else:
+                yield chunk
+
+    for piece in aligned_blocks(checked(), block):
+        _moments_block(tot, piece, scratch)
     return tot
+
+
+def aligned_blocks(chunks: Iterable[np.ndarray], block: int) -> Iterator[np.ndarray]:
+    """Yield the values of all chunks cut at every multiple of block elements of the whole stream.
+
+    The moments are summed block by block, so fixed block boundaries make every number the same
+    however the source happens to cut its chunks (pieces that straddle a boundary are copied).
+    """
+    carry: list[np.ndarray] = []
+    have = 0
+    for chunk in chunks:
+        start = 0
+        if have:
+            start = min(block - have, chunk.size)
+            carry.append(chunk[:start])
+            have += start
+            if have < block:
+                continue
+            yield np.concatenate(carry)
+            carry, have = [], 0
+        full = (chunk.size - start) // block
+        for i in range(full):
+            yield chunk[start + i * block : start + (i + 1) * block]
+        rest = chunk[start + full * block :]
+        if rest.size:
+            carry, have = [rest], rest.size
+    if have:
+        yield np.concatenate(carry)
 
 
 def _moments_block(tot: _Totals, c: np.ndarray, s: _Scratch) -> None:

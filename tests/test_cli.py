@@ -157,3 +157,35 @@ def test_inspect_never_imports_tensorflow(tmp_path: Path, kind: str) -> None:
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "HEAVY 0 []"
+
+
+def test_error_caused_by_ctrl_c_still_exits_130(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ctrl-C inside an extension module's import surfaces as an ImportError: still an interrupt."""
+    import os
+    import signal
+    import time
+
+    from reportgen import cli
+
+    def interrupted_import(args: object) -> int:
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)  # the handler raises KeyboardInterrupt long before this ends
+        except KeyboardInterrupt:
+            raise ImportError("initialization failed") from None
+        raise AssertionError("SIGINT was not delivered")
+
+    monkeypatch.setitem(cli.COMMANDS, "inspect", interrupted_import)
+    code, _, err = run(capsys, "inspect", "anything.safetensors")
+    assert code == 130 and err.strip() == cli.INTERRUPTED
+    # the default handler is back afterwards
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+    def plain_bug(args: object) -> int:
+        raise ImportError("initialization failed")
+
+    monkeypatch.setitem(cli.COMMANDS, "inspect", plain_bug)
+    code, _, err = run(capsys, "inspect", "anything.safetensors")
+    assert code == 1 and err.startswith("reportgen: internal error: ImportError")

@@ -230,12 +230,9 @@ def test_chunk_factory_equals_array_path(select_max: int) -> None:
 
     streamed = compute_stats(factory, shape=values.shape, dtype="float32", block=5000, select_max=select_max)
     direct = compute_stats(values, block=5000, select_max=select_max)
-    # Block boundaries differ (chunks are cut, arrays are not), so moments may differ by rounding only.
-    rounding = ("mean", "std", "var", "l2", "mean_abs", "skewness", "kurtosis")
-    for key in rounding:
-        assert getattr(streamed, key) == pytest.approx(getattr(direct, key), rel=1e-12), key
-    same = [k for k in TensorStats.__dataclass_fields__ if k not in rounding]
-    assert [getattr(streamed, k) for k in same] == [getattr(direct, k) for k in same]
+    # Moments are summed over blocks at fixed offsets of the whole tensor, so any chunking gives the
+    # same bits (repr keeps NaN fields comparable).
+    assert repr(streamed) == repr(direct)
     assert len(calls) == (3 if select_max == 0 else 2)
     assert_matches(streamed, values)
 
