@@ -155,11 +155,22 @@ def _reopen(recipe: ReopenRecipe) -> WeightSource:
         return source
 
 
+def _load_blas() -> None:
+    """Load every BLAS the work calls, so that a thread limit set now covers them all.
+
+    threadpoolctl limits the libraries loaded when it is called; SciPy bundles an OpenBLAS of its own
+    (used by eigvalsh and syrk in spectral.py) that a later import would start with one thread per core.
+    """
+    import scipy.linalg  # noqa: F401
+
+
 def _limit_blas() -> None:
     """Keep BLAS to one thread in this worker process; the pool already uses every core."""
     global _blas_limited
     if not _blas_limited:
         from threadpoolctl import threadpool_limits
+
+        _load_blas()
 
         threadpool_limits(limits=1, user_api="blas")
         _blas_limited = True
@@ -193,6 +204,8 @@ class Backend:
 
 def _single_blas() -> AbstractContextManager[object]:
     from threadpoolctl import threadpool_limits
+
+    _load_blas()
 
     # Every back end computes with one BLAS thread, so the numbers match whichever ran them.
     return threadpool_limits(limits=1, user_api="blas")

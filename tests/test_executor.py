@@ -263,3 +263,24 @@ def test_interrupt_cancels_outstanding_tasks(checkpoint: Path, kind: str, monkey
     else:
         ex.close()
         assert 1 <= len(ran) < 9, ran  # the queued tensors never ran
+
+
+def test_workers_run_every_blas_single_threaded() -> None:
+    """A fresh worker process limits BLAS before SciPy's own OpenBLAS is loaded, and that one too."""
+    import os
+    import subprocess
+    import sys
+
+    probe = (
+        "from reportgen import executor\n"
+        "executor._process_init()\n"
+        "from scipy.linalg.blas import ssyrk\n"
+        "from threadpoolctl import threadpool_info\n"
+        "blas = [i for i in threadpool_info() if i['user_api'] == 'blas']\n"
+        "print(len(blas), sorted({i['num_threads'] for i in blas}))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    count, threads = done.stdout.split(" ", 1)
+    assert int(count) >= 1 and threads.strip() == "[1]"
