@@ -108,8 +108,9 @@ def analyze_tensor(source: WeightSource, layer: LayerInfo, ref: TensorRef, optio
     """Read one tensor and compute everything the report needs from its values.
 
     Tensors above options.stream_elems elements are read in chunks for the statistics, the
-    initialisation check and the dead-unit scan (the same numbers as from the whole array); only the
-    spectrum needs the whole matrix, and spectral_metrics reads it a block of rows or columns at a time.
+    initialisation check and the dead-unit scan (the same numbers as from the whole array). The spectrum
+    of a 2-D matrix is built from blocks of its rows, read again; a conv kernel is read whole, since
+    its k x k slices are needed together.
     """
     streamed = math.prod(ref.shape) > options.stream_elems
     values: np.ndarray | ChunkFactory
