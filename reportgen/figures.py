@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -81,7 +82,16 @@ def _log_axis(ax: Axes) -> None:
     """Use a log y axis with plain-number tick labels (math text is off for safety)."""
     ax.set_yscale("log")
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
-    ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _pos: ""))
+
+    def minor(v: float, _pos: object) -> str:
+        # Within two decades a single major label leaves the axis unreadable: label 2x and 5x too.
+        lo, hi = ax.get_ylim()
+        if v <= 0 or lo <= 0 or hi / lo > 100:
+            return ""
+        mantissa = v / 10 ** math.floor(math.log10(v))
+        return f"{v:.3g}" if min(abs(mantissa - 2), abs(mantissa - 5)) < 1e-6 else ""
+
+    ax.yaxis.set_minor_formatter(FuncFormatter(minor))
 
 
 def param_words(param: str, role: str) -> str:
