@@ -291,27 +291,82 @@ def spectrum(model: ModelView, view: SelectedView, a: TensorAnalysis) -> FigureD
     return FigureData(f"spec-{model.slug}-{view.anchor}", title, alt, uri)
 
 
-def draw_all(report: ReportModel) -> dict[str, FigureData]:
-    """Draw every figure the report uses, keyed by id."""
-    out: dict[str, FigureData] = {}
+# A figure to draw, by position in the report: (kind, model, selected layer, analysis) or (kind, index).
+FigureJob = tuple[Any, ...]
+_CONV_KINDS = ("Conv2D", "Conv2d", "Conv1D", "Conv3D")
+_DENSE_KINDS = ("Dense", "Linear")
+# Below this many figures a process pool costs more (start-up, matplotlib import) than it saves.
+MIN_PARALLEL_FIGURES = 12
 
-    def put(f: FigureData | None) -> None:
-        if f is not None:
-            out[f.id] = f
 
-    for m in report.models:
-        put(diagnosis_depth(m))
-        for view in m.selected:
-            for a in view.analyses:
-                put(histogram(m, view, a))
+def figure_jobs(report: ReportModel) -> list[FigureJob]:
+    """List every figure the report uses, in report order, as small picklable jobs."""
+    jobs: list[FigureJob] = []
+    for mi, m in enumerate(report.models):
+        jobs.append(("diagnosis", mi))
+        for vi, view in enumerate(m.selected):
+            for ai, a in enumerate(view.analyses):
+                jobs.append(("histogram", mi, vi, ai))
                 if a.role == "kernel":
-                    put(spectrum(m, view, a))
-    put(depth_trend(report.models, ("Conv2D", "Conv2d", "Conv1D", "Conv3D"), "convolutional"))
-    put(depth_trend(report.models, ("Dense", "Linear"), "fully connected"))
+                    jobs.append(("spectrum", mi, vi, ai))
+    jobs += [("trend", "conv"), ("trend", "dense")]
+    jobs += [("overlay", ci) for ci in range(len(report.comparisons))]
+    return jobs
+
+
+def draw_job(report: ReportModel, job: FigureJob) -> FigureData | None:
+    """Draw one figure of figure_jobs(report)."""
+    kind = job[0]
+    if kind == "diagnosis":
+        return diagnosis_depth(report.models[job[1]])
+    if kind in ("histogram", "spectrum"):
+        m = report.models[job[1]]
+        view = m.selected[job[2]]
+        a = view.analyses[job[3]]
+        return histogram(m, view, a) if kind == "histogram" else spectrum(m, view, a)
+    if kind == "trend":
+        if job[1] == "conv":
+            return depth_trend(report.models, _CONV_KINDS, "convolutional")
+        return depth_trend(report.models, _DENSE_KINDS, "fully connected")
     order = {m.name: i for i, m in enumerate(report.models)}
-    for c in report.comparisons:
-        put(overlay(c, order))
-    return out
+    return overlay(report.comparisons[job[1]], order)
+
+
+_worker_report: ReportModel | None = None
+
+
+def _init_worker(report: ReportModel) -> None:
+    """Keep the report in a figure worker; Ctrl-C is the parent's to handle."""
+    import signal
+
+    global _worker_report
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _worker_report = report
+
+
+def _draw_in_worker(job: FigureJob) -> FigureData | None:
+    assert _worker_report is not None
+    return draw_job(_worker_report, job)
+
+
+def draw_all(report: ReportModel, workers: int = 1) -> dict[str, FigureData]:
+    """Draw every figure the report uses, keyed by id, on up to `workers` processes.
+
+    Matplotlib holds the GIL while it draws, so figures are spread over processes, not threads; each
+    worker receives the report once and draws the jobs it is given. Output is the same either way.
+    """
+    jobs = figure_jobs(report)
+    if workers > 1 and len(jobs) >= MIN_PARALLEL_FIGURES:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        ctx = multiprocessing.get_context("spawn")
+        n = min(workers, len(jobs))
+        with ProcessPoolExecutor(n, mp_context=ctx, initializer=_init_worker, initargs=(report,)) as pool:
+            drawn = list(pool.map(_draw_in_worker, jobs, chunksize=max(1, len(jobs) // (4 * n))))
+    else:
+        drawn = [draw_job(report, job) for job in jobs]
+    return {f.id: f for f in drawn if f is not None}
 
 
 def diff_overlays(diff: DiffModel) -> dict[str, FigureData]:

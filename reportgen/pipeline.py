@@ -203,8 +203,10 @@ def manifest(report: ReportModel, loaded: LoadedConfig, outputs: dict[str, bytes
     return (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode()
 
 
-def render_outputs(report: ReportModel, formats: tuple[str, ...], timings: dict[str, float]) -> dict[str, bytes]:
-    """Render the requested formats to bytes."""
+def render_outputs(
+    report: ReportModel, formats: tuple[str, ...], timings: dict[str, float], workers: int = 1
+) -> dict[str, bytes]:
+    """Render the requested formats to bytes, drawing the figures on up to `workers` processes."""
     from reportgen.figures import draw_all
     from reportgen.render.html import render_html
     from reportgen.render.json_report import render_json
@@ -212,7 +214,7 @@ def render_outputs(report: ReportModel, formats: tuple[str, ...], timings: dict[
     out: dict[str, bytes] = {}
     if "html" in formats or "pdf" in formats:
         t = time.perf_counter()
-        figures = draw_all(report)
+        figures = draw_all(report, workers)
         timings["figures"] = time.perf_counter() - t
         t = time.perf_counter()
         if "html" in formats:
@@ -245,7 +247,9 @@ def build(loaded: LoadedConfig, options: BuildOptions, progress: Progress | None
     timings: dict[str, float] = {}
     report = build_report_model(loaded, options, progress, timings)
     formats = tuple(options.formats or loaded.config.formats)
-    outputs = render_outputs(report, formats, timings)
+    # Figures go to worker processes like the tensors, unless the build was asked to stay in-process.
+    inline = (options.executor or loaded.config.executor) == "inline"
+    outputs = render_outputs(report, formats, timings, 1 if inline else (options.workers or os.cpu_count() or 1))
     if old_stats is not None:
         from reportgen.diff import compute_diff
         from reportgen.render.diff_report import render_diff
