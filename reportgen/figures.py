@@ -356,15 +356,22 @@ def draw_all(report: ReportModel, workers: int = 1) -> dict[str, FigureData]:
     worker receives the report once and draws the jobs it is given. Output is the same either way.
     """
     jobs = figure_jobs(report)
+    drawn: list[FigureData | None] | None = None
     if workers > 1 and len(jobs) >= MIN_PARALLEL_FIGURES:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
+        from concurrent.futures.process import BrokenProcessPool
 
         ctx = multiprocessing.get_context("spawn")
         n = min(workers, len(jobs))
-        with ProcessPoolExecutor(n, mp_context=ctx, initializer=_init_worker, initargs=(report,)) as pool:
-            drawn = list(pool.map(_draw_in_worker, jobs, chunksize=max(1, len(jobs) // (4 * n))))
-    else:
+        try:
+            with ProcessPoolExecutor(n, mp_context=ctx, initializer=_init_worker, initargs=(report,)) as pool:
+                drawn = list(pool.map(_draw_in_worker, jobs, chunksize=max(1, len(jobs) // (4 * n))))
+        except (BrokenProcessPool, OSError):
+            # No worker processes here (a script without a __main__ guard, a limit on processes):
+            # the figures are the same drawn in this process, only slower.
+            drawn = None
+    if drawn is None:
         drawn = [draw_job(report, job) for job in jobs]
     return {f.id: f for f in drawn if f is not None}
 

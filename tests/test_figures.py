@@ -2,31 +2,49 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
+import pytest
 from conftest import DIGITS_CONFIG, DigitsModels
 
 from reportgen import figures
 from reportgen.config import load_config
 from reportgen.pipeline import BuildOptions, build
+from reportgen.report_model import ReportModel
 
 
-def test_figures_on_processes_equal_serial(digits_models: DigitsModels, tmp_path: Path) -> None:
-    cfg = tmp_path / "digits.yaml"
+@pytest.fixture(scope="module")
+def report(digits_models: DigitsModels, tmp_path_factory: pytest.TempPathFactory) -> ReportModel:
+    folder = tmp_path_factory.mktemp("figures")
+    cfg = folder / "digits.yaml"
     cfg.write_text(
         DIGITS_CONFIG.format(
-            out=tmp_path / "report",
+            out=folder / "report",
             untrained=digits_models.untrained_keras,
             trained=digits_models.trained_keras,
             weights_h5=digits_models.trained_weights_h5,
         )
     )
-    report = build(load_config(cfg), BuildOptions(formats=("json",), workers=1)).report
+    return build(load_config(cfg), BuildOptions(formats=("json",), workers=1)).report
+
+
+def test_figures_on_processes_equal_serial(report: ReportModel) -> None:
     jobs = figures.figure_jobs(report)
     assert len(jobs) >= figures.MIN_PARALLEL_FIGURES  # so the pool is really used below
+    assert {job[0] for job in jobs} == {"diagnosis", "histogram", "spectrum", "trend", "overlay"}
     serial = figures.draw_all(report, workers=1)
     parallel = figures.draw_all(report, workers=2)
     assert list(parallel) == list(serial)
     assert parallel == serial
-    kinds = {job[0] for job in jobs}
-    assert kinds == {"diagnosis", "histogram", "spectrum", "trend", "overlay"}
+
+
+def test_no_worker_processes_falls_back_to_drawing_here(report: ReportModel, monkeypatch: pytest.MonkeyPatch) -> None:
+    import concurrent.futures
+
+    started = []
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        started.append(1)
+        raise OSError("cannot start processes")
+
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", refuse)
+    assert figures.draw_all(report, workers=2) == figures.draw_all(report, workers=1)
+    assert started == [1]
