@@ -206,6 +206,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             signal.signal(signal.SIGINT, previous)
 
 
+def entry() -> None:
+    """Console entry point: run main() and exit with its code.
+
+    After a Ctrl-C, CPython sometimes ends the process by re-raising SIGINT at shutdown (its record of
+    an unhandled KeyboardInterrupt can be left set by a nested interpreter call even though main()
+    handled it), so the documented exit code 130 would read as death by signal. The interrupted path
+    has already cleaned up, so it flushes and leaves with 130 directly.
+    """
+    code = main()
+    if code == 130:
+        import os
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
+    sys.exit(code)
+
+
 def _run(argv: Sequence[str] | None, interrupts: _Interrupts) -> int:
     """Parse the arguments, run the command, and turn every failure into its one line and exit code."""
     verbose = "-v" in (argv or sys.argv[1:]) or "--verbose" in (argv or sys.argv[1:])
