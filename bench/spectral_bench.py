@@ -6,6 +6,8 @@ Both sides see the same model object in the same process, so the ratio is fair o
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 import sys
@@ -15,13 +17,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from reportgen.sources.keras_app import native_stderr_silenced, quiet_tensorflow
 from reportgen.spectral import fit_power_law, spectral_metrics
 
 
 def _build_vgg16() -> Any:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    import keras
+    quiet_tensorflow()
+    with native_stderr_silenced():  # TensorFlow's C++ start-up lines
+        import keras
 
     keras.utils.set_random_seed(0)
     return keras.applications.VGG16(weights=None)
@@ -41,7 +44,9 @@ def _reportgen_pass(model: Any) -> tuple[float, dict[str, Any]]:
 def _weightwatcher_pass(model: Any) -> tuple[float | None, dict[str, dict[str, float]], str]:
     """Return WeightWatcher's analyze() wall time and per-layer fit, or why it could not run."""
     try:
-        import weightwatcher as ww
+        # weightwatcher prints its backend choice on import; the table is what this bench shows
+        with contextlib.redirect_stdout(io.StringIO()), native_stderr_silenced():
+            import weightwatcher as ww
     except Exception as exc:  # an absent or broken install is reported, not fatal
         return None, {}, f"weightwatcher not importable ({type(exc).__name__}: {exc}); row skipped"
     logging.getLogger("weightwatcher").setLevel(logging.ERROR)
