@@ -14,7 +14,7 @@ from reportgen.diagnosis import InitCheck, check_init
 from reportgen.initializers import InitDistribution
 from reportgen.sources.base import LayerInfo, TensorRef, WeightSource
 from reportgen.spectral import RowBlocks, SpectralMetrics, spectral_metrics
-from reportgen.stats import ChunkFactory, TensorStats, aligned_blocks, compute_stats
+from reportgen.stats import ChunkFactory, TensorStats, aligned_blocks, compute_stats, flat_pieces
 
 
 @dataclass(frozen=True)
@@ -60,14 +60,10 @@ def output_units(values: np.ndarray | ChunkFactory, shape: tuple[int, ...], layo
         return np.zeros(units, dtype=bool)
     per_unit = total // units  # torch: each unit is one contiguous run of this many values
     alive = np.zeros(units, dtype=bool)
-    chunks = values if callable(values) else (lambda: iter((np.asarray(values).reshape(-1),)))
     start = 0
-    for chunk in chunks():
-        c = np.asarray(chunk).reshape(-1)
-        for i in range(0, c.size, _UNIT_BLOCK):
-            part = c[i : i + _UNIT_BLOCK]
-            _mark_alive(alive, part, start + i, units, per_unit, layout)
-        start += c.size
+    for part in flat_pieces(values, _UNIT_BLOCK)():
+        _mark_alive(alive, part, start, units, per_unit, layout)
+        start += part.size
     return ~alive
 
 

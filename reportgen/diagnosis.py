@@ -12,7 +12,7 @@ import numpy as np
 from reportgen.initializers import InitDistribution
 from reportgen.sources.base import LayerInfo
 from reportgen.spectral import SpectralMetrics
-from reportgen.stats import ChunkFactory, TensorStats
+from reportgen.stats import ChunkFactory, TensorStats, flat_pieces
 from reportgen.thresholds import DEFAULT, FLOAT16_MAX, Thresholds
 
 if TYPE_CHECKING:
@@ -127,22 +127,6 @@ def expected_kurtosis(dist: InitDistribution) -> float:
     return float("nan")
 
 
-def _chunk_source(values: np.ndarray | ChunkFactory) -> Callable[[], Iterator[np.ndarray]]:
-    """Return a function that yields the values as 1-D pieces of at most _CHUNK elements."""
-    if callable(values):
-        factory = values
-
-        def from_factory() -> Iterator[np.ndarray]:
-            for c in factory():
-                flat = np.asarray(c).reshape(-1)
-                for i in range(0, flat.size, _CHUNK):
-                    yield flat[i : i + _CHUNK]
-
-        return from_factory
-    flat = np.asarray(values).reshape(-1)
-    return lambda: (flat[i : i + _CHUNK] for i in range(0, flat.size, _CHUNK))
-
-
 def _ks_sample(chunks: Callable[[], Iterator[np.ndarray]], count: int, sample_size: int, seed: int) -> np.ndarray:
     """Return the finite values, or a seeded subsample of them, as float64 (the same for any chunking)."""
     if count > sample_size:
@@ -172,7 +156,7 @@ def check_init(
 
     values is the tensor, or a function returning its values as 1-D chunks (read one at a time).
     """
-    chunks = _chunk_source(values)
+    chunks = flat_pieces(values, _CHUNK)
     n = stats.finite
     nan = float("nan")
     if dist.family == "constant":

@@ -167,22 +167,11 @@ def compute_stats(
     """
     if bins < 1:
         raise ValueError(f"bins must be at least 1, got {bins}")
+    chunks = flat_pieces(data)
+    size = None
     if isinstance(data, np.ndarray):
-        flat = data.reshape(-1)
         shape = tuple(data.shape) if shape is None else tuple(shape)
-
-        def chunks() -> Iterator[np.ndarray]:
-            yield flat
-
-        size = flat.size
-    else:
-        factory = data
-
-        def chunks() -> Iterator[np.ndarray]:
-            for chunk in factory():
-                yield np.asarray(chunk).reshape(-1)
-
-        size = None
+        size = data.size
     scratch_size = max(1, min(block, size)) if size is not None else block
     scratch = _Scratch(scratch_size)
     tot = _first_pass(chunks(), block, scratch)
@@ -191,6 +180,20 @@ def compute_stats(
     if tot.table is not None:
         return _from_table(tot, shape, dtype, bins)
     return _from_passes(tot, shape, dtype, bins, chunks, block, select_max, scratch)
+
+
+def flat_pieces(values: np.ndarray | ChunkFactory, max_elems: int | None = None) -> Callable[[], Iterator[np.ndarray]]:
+    """Return a function yielding the values, an array or a chunk factory's output, as 1-D pieces.
+
+    An array is one piece; with max_elems every piece is cut to at most that many elements.
+    """
+
+    def pieces() -> Iterator[np.ndarray]:
+        chunks = (values,) if isinstance(values, np.ndarray) else values()
+        flat = (np.asarray(c).reshape(-1) for c in chunks)
+        yield from flat if max_elems is None else _blocks(flat, max_elems)
+
+    return pieces
 
 
 def _blocks(chunks: Iterable[np.ndarray], block: int) -> Iterator[np.ndarray]:

@@ -99,18 +99,24 @@ models:
 """
 
 
-@pytest.fixture(scope="session")
-def built(digits_models, tmp_path_factory: pytest.TempPathFactory) -> Path:  # type: ignore[no-untyped-def]
-    """Build the digits report once for every test in this module."""
-    folder = tmp_path_factory.mktemp("e2e")
+def write_digits_config(folder: Path, models: DigitsModels) -> Path:
+    """Write DIGITS_CONFIG for the digits models into folder (report to folder/report); return its path."""
     cfg = folder / "digits.yaml"
     cfg.write_text(
         DIGITS_CONFIG.format(
             out=folder / "report",
-            untrained=digits_models.untrained_keras,
-            trained=digits_models.trained_keras,
-            weights_h5=digits_models.trained_weights_h5,
+            untrained=models.untrained_keras,
+            trained=models.trained_keras,
+            weights_h5=models.trained_weights_h5,
         )
     )
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def built(digits_models, tmp_path_factory: pytest.TempPathFactory) -> Path:  # type: ignore[no-untyped-def]
+    """Build the digits report once for every test in this module."""
+    folder = tmp_path_factory.mktemp("e2e")
+    cfg = write_digits_config(folder, digits_models)
     assert main(["build", str(cfg), "--quiet"]) == 0
     return folder / "report"

@@ -130,6 +130,14 @@ def analysing(proc: subprocess.Popen[bytes], weights: Path) -> Callable[[], bool
     return ready
 
 
+def start_analysing(big_cfg: Path, weights: Path) -> subprocess.Popen[bytes]:
+    """Start a build of big_cfg and return it once it has been reading weights for a moment."""
+    proc = start_build(big_cfg)
+    assert wait_for(proc, analysing(proc, weights)), proc.communicate()
+    time.sleep(0.3)
+    return proc
+
+
 def test_existing_folder_without_force_is_refused(previous, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
     target, before, big_cfg = previous
     assert main(["build", str(big_cfg), "--quiet"]) == 7
@@ -141,9 +149,7 @@ def test_existing_folder_without_force_is_refused(previous, capsys: pytest.Captu
 @pytest.mark.skipif(not PROC_MAPS, reason="needs /proc to see when the build starts reading tensors")
 def test_sigkill_mid_analysis_leaves_previous_report(previous, inputs) -> None:  # type: ignore[no-untyped-def]
     target, before, big_cfg = previous
-    proc = start_build(big_cfg)
-    assert wait_for(proc, analysing(proc, inputs[1])), proc.communicate()
-    time.sleep(0.3)
+    proc = start_analysing(big_cfg, inputs[1])
     proc.kill()
     assert proc.wait(timeout=30) == -signal.SIGKILL
     assert snapshot(target) == before
@@ -215,9 +221,7 @@ def test_report_moved_aside_by_a_killed_build_is_restored(previous, capsys: pyte
 @pytest.mark.skipif(not PROC_MAPS, reason="needs /proc to see when the build starts reading tensors")
 def test_ctrl_c_mid_analysis_exits_130_and_cleans_up(previous, inputs) -> None:  # type: ignore[no-untyped-def]
     target, before, big_cfg = previous
-    proc = start_build(big_cfg)
-    assert wait_for(proc, analysing(proc, inputs[1])), proc.communicate()
-    time.sleep(0.3)
+    proc = start_analysing(big_cfg, inputs[1])
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err.decode()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import DIGITS_CONFIG, DigitsModels
+from conftest import DigitsModels, write_digits_config
 
 from reportgen import figures
 from reportgen.config import load_config
@@ -13,16 +13,7 @@ from reportgen.report_model import ReportModel
 
 @pytest.fixture(scope="module")
 def report(digits_models: DigitsModels, tmp_path_factory: pytest.TempPathFactory) -> ReportModel:
-    folder = tmp_path_factory.mktemp("figures")
-    cfg = folder / "digits.yaml"
-    cfg.write_text(
-        DIGITS_CONFIG.format(
-            out=folder / "report",
-            untrained=digits_models.untrained_keras,
-            trained=digits_models.trained_keras,
-            weights_h5=digits_models.trained_weights_h5,
-        )
-    )
+    cfg = write_digits_config(tmp_path_factory.mktemp("figures"), digits_models)
     return build(load_config(cfg), BuildOptions(formats=("json",), workers=1)).report
 
 
