@@ -58,6 +58,9 @@ class TensorRef:
     init: InitSpec | None = None
     layout: str = "keras"  # keras: (..., in, out); torch: (out, in, ...)
     quant: tuple[tuple[str, float], ...] = ()  # scale / zero_point recorded beside an integer tensor
+    # False for tensors that training does not update: buffers (running statistics, position ids),
+    # integer index vectors, graph constants. They are listed and measured but get no verdict or scale alert.
+    trainable: bool = True
 
     @property
     def size(self) -> int:
