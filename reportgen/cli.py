@@ -1,4 +1,4 @@
-"""Command line: reportgen build | inspect | diff, one-line errors, documented exit codes."""
+"""Command line: reportgen build | inspect | diff | history, one-line errors, documented exit codes."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from reportgen import __version__
-from reportgen.errors import EXIT_CODES, ReportgenError, UsageError
+from reportgen.errors import EXIT_CODES, ComparisonError, ReportgenError, UsageError
 
 EPILOG = "exit codes:\n" + "\n".join(f"  {code:>3}  {text}" for code, text in EXIT_CODES.items())
 
@@ -25,6 +25,11 @@ INSPECT_EXAMPLE = """examples:
 """
 DIFF_EXAMPLE = """examples:
   reportgen diff reports/v1.2 reports/v1.3 --output reports/diff-v1.2-v1.3
+  reportgen diff reports/v1.2 reports/v1.3 --fail-on critical   # exit 10 on regressions, NaN, critical alerts
+"""
+HISTORY_EXAMPLE = """examples:
+  reportgen history reports/v1.0 reports/v1.1 reports/v1.2 reports/v1.3 --output reports/history
+  reportgen history $(ls -d reports/v* | sort -V) -o reports/history -f html,json --force
 """
 
 
@@ -100,6 +105,23 @@ def make_parser() -> argparse.ArgumentParser:
     d.add_argument("-o", "--output", help="folder for the comparison report (default: print a summary)")
     d.add_argument("-f", "--format", type=_formats, help="comma-separated: html,pdf,json")
     d.add_argument("--force", action="store_true", help="replace an existing output folder")
+    d.add_argument(
+        "--fail-on",
+        choices=("warning", "critical"),
+        help="exit 10 when the new release brings alerts of this severity or worse, or verdict regressions",
+    )
+
+    h = sub.add_parser(
+        "history",
+        parents=[common],
+        help="follow every model across releases (folders or stats.json, in release order)",
+        epilog=HISTORY_EXAMPLE + "\n" + EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    h.add_argument("reports", nargs="+", help="report folders or stats.json files, oldest first")
+    h.add_argument("-o", "--output", required=True, help="folder for the history report")
+    h.add_argument("-f", "--format", type=_formats, help="comma-separated: html,pdf,json")
+    h.add_argument("--force", action="store_true", help="replace an existing output folder")
     return parser
 
 
@@ -154,6 +176,8 @@ def cmd_build(args: argparse.Namespace) -> int:
             print("timings: " + ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items()))
     if args.open and (result.out_dir / "report.html").exists():
         webbrowser.open((result.out_dir / "report.html").resolve().as_uri())
+    if result.compare_error is not None:
+        raise ComparisonError(result.compare_error)
     return 0
 
 
@@ -166,13 +190,28 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 def cmd_diff(args: argparse.Namespace) -> int:
     """Compare two reports."""
-    from reportgen.diff import run_diff
+    from reportgen.releases import run_diff
 
-    return run_diff(args.old, args.new, output=args.output, formats=args.format, force=args.force, quiet=args.quiet)
+    return run_diff(
+        args.old,
+        args.new,
+        output=args.output,
+        formats=args.format,
+        force=args.force,
+        quiet=args.quiet,
+        fail_on=args.fail_on,
+    )
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    """Follow the models of several reports across releases."""
+    from reportgen.releases import run_history
+
+    return run_history(args.reports, output=args.output, formats=args.format, force=args.force, quiet=args.quiet)
 
 
 INTERRUPTED = "reportgen: interrupted; no partial output was left"
-COMMANDS = {"build": cmd_build, "inspect": cmd_inspect, "diff": cmd_diff}
+COMMANDS = {"build": cmd_build, "inspect": cmd_inspect, "diff": cmd_diff, "history": cmd_history}
 
 
 class _Interrupts:

@@ -1,36 +1,42 @@
-"""Compare two reports: structure, per-tensor statistics, verdicts and, when the files remain, the weights."""
+"""Compare two reports: structure, per-tensor statistics, verdicts, alerts and, when the files remain, the weights."""
 
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from reportgen.errors import SourceError
-from reportgen.stats import Histogram
+from reportgen.stats_json import (
+    AlertDoc,
+    HistogramDoc,
+    LayerDoc,
+    LoadedStats,
+    ModelDoc,
+    ParamDoc,
+    Severity,
+    StatsDoc,
+)
+from reportgen.thresholds import RELEASES
 
-DIFF_SCHEMA_VERSION = "1.0"
-# stats.json versions this reader understands; older ones are upgraded on load.
-READABLE_SCHEMA_VERSIONS = ("0.9", "1.0")
-CURRENT_STATS_VERSION = "1.0"
-
-# Alert thresholds. A std ratio outside this band means the spread halved or doubled.
-STD_RATIO_BAND = (0.5, 2.0)
-# ||W_new - W_old|| / ||W_old|| above this: the tensor moved by more than half its own size.
-REL_CHANGE_ALERT = 0.5
+DIFF_SCHEMA_VERSION = "1.1"
+SEVERITY_ORDER: tuple[Severity, ...] = ("critical", "warning", "info")
 # Verdict moves that mean a layer lost its training between releases.
 VERDICT_REGRESSIONS = frozenset({("moved", "at_init")})
-# How many of the most changed tensors get an overlaid histogram.
+# How many of the biggest moves per model get an overlaid histogram beside the alerted tensors.
 TOP_N = 6
+# Alerted tensors drawn per model at most: a broken release can alert on hundreds of tensors.
+MAX_FIGURES = 12
+# Two models of different names are the same model renamed when this share of their tensors match.
+RENAME_MATCH = 0.5
 
 _HASH_BLOCK = 1 << 20
+Change = tuple[float | None, float | None, float | None]  # relative change, absolute change, cosine
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,7 @@ class TensorDiff:
     cosine: float | None  # <W_old, W_new> / (||W_old|| ||W_new||)
     nonfinite_old: int
     nonfinite_new: int
+    changed: bool  # False when the values (or, without weights, every statistic) are identical
 
     @property
     def score(self) -> float | None:
@@ -87,28 +94,28 @@ class VerdictChange:
 
 
 @dataclass(frozen=True)
-class Overlay:
-    """Both sides' histograms of one tensor, for an overlaid figure."""
-
-    model: str
-    layer: str
-    param: str
-    role: str
-    old: Histogram
-    new: Histogram
-    score: float | None
-
-
-@dataclass(frozen=True)
 class DiffAlert:
     """A shift large enough to point out."""
 
-    severity: str  # critical | warning | info
+    severity: Severity
     code: str  # std_shift | large_change | verdict_regression | nonfinite_appeared
     model: str
     layer: str
     param: str | None
     message: str
+
+
+@dataclass(frozen=True)
+class Overlay:
+    """Both sides' histograms of one changed tensor, for an overlaid figure, with why it is shown."""
+
+    model: str
+    layer: str
+    param: str
+    role: str
+    old: HistogramDoc
+    new: HistogramDoc
+    why: str
 
 
 @dataclass(frozen=True)
@@ -133,9 +140,31 @@ class ModelDiff:
         """Return a display name: one name, or old -> new when they differ."""
         return self.new_name if self.old_name == self.new_name else f"{self.old_name} → {self.new_name}"
 
+    @property
+    def changed(self) -> tuple[TensorDiff, ...]:
+        """Return the matched tensors whose values changed."""
+        return tuple(t for t in self.tensors if t.changed)
+
+    @property
+    def unchanged_count(self) -> int:
+        """Return how many matched tensors are identical."""
+        return sum(not t.changed for t in self.tensors)
+
+    @property
+    def structure_changed(self) -> bool:
+        """Return whether layers or tensors were added, removed, retyped or reshaped."""
+        return bool(
+            self.added_layers
+            or self.removed_layers
+            or self.retyped_layers
+            or self.added_tensors
+            or self.removed_tensors
+            or self.reshaped_tensors
+        )
+
     def top(self, n: int = TOP_N) -> tuple[TensorDiff, ...]:
-        """Return the n tensors that changed most, biggest first."""
-        ranked = [t for t in self.tensors if t.score is not None]
+        """Return the n changed tensors that moved most, biggest first."""
+        ranked = [t for t in self.changed if t.score is not None and t.score > 0]
         ranked.sort(key=lambda t: (t.rel_change is None, -(t.score or 0.0), t.layer, t.param))
         return tuple(ranked[:n])
 
@@ -144,9 +173,11 @@ class ModelDiff:
 class Side:
     """One of the compared reports, as described in the diff."""
 
-    label: str
+    name: str  # short, unique within the diff: the release folder, else the title, else old/new
+    path: str  # as given on the command line or in compare_to
     title: str | None
     generated_at: str | None
+    tool_version: str
     schema_version: str  # as read, before any upgrade
     model_count: int
 
@@ -158,73 +189,32 @@ class DiffModel:
     old: Side
     new: Side
     models: tuple[ModelDiff, ...]
-    unmatched_old: tuple[str, ...]
-    unmatched_new: tuple[str, ...]
+    unmatched_old: tuple[str, ...]  # models removed
+    unmatched_new: tuple[str, ...]  # models added
     alerts: tuple[DiffAlert, ...]
+    new_alerts: tuple[AlertDoc, ...]  # the new report's alerts that the old one did not raise
+    resolved_alerts: tuple[AlertDoc, ...]  # the old report's alerts that the new one no longer raises
     overlays: tuple[Overlay, ...]
 
     def alert_counts(self) -> dict[str, int]:
-        """Return the number of alerts per severity, most severe first."""
-        out = {"critical": 0, "warning": 0, "info": 0}
+        """Return the number of comparison alerts per severity, most severe first."""
+        out: dict[str, int] = dict.fromkeys(SEVERITY_ORDER, 0)
         for a in self.alerts:
-            out[a.severity] = out.get(a.severity, 0) + 1
+            out[a.severity] += 1
         return out
 
+    @property
+    def tensor_count(self) -> int:
+        """Return how many tensors were matched across all models."""
+        return sum(len(m.tensors) for m in self.models)
 
-# ---------------------------------------------------------------- loading
-
-
-def load_stats(path: Path | str) -> dict[str, Any]:
-    """Read a stats.json (or a report folder holding one), upgraded to the current layout.
-
-    The returned document carries "_origin": {"path", "schema_version"} telling where it came
-    from and which version it was written in.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise SourceError(f"{path}: no such file or folder")
-    file = path / "stats.json" if path.is_dir() else path
-    if not file.is_file():
-        raise SourceError(f"{path}: folder holds no stats.json (build the report with the json format)")
-    try:
-        doc = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SourceError(f"{file}: cannot read ({getattr(exc, 'strerror', None) or exc})") from None
-    except json.JSONDecodeError as exc:
-        raise SourceError(f"{file}: not a stats.json (invalid JSON at line {exc.lineno})") from None
-    if not isinstance(doc, dict) or "schema_version" not in doc or not isinstance(doc.get("models"), list):
-        raise SourceError(f"{file}: not a stats.json (no schema_version and models)")
-    version = str(doc["schema_version"])
-    if version not in READABLE_SCHEMA_VERSIONS:
-        raise SourceError(
-            f"{file}: unsupported schema_version {version!r} (this reportgen reads "
-            f"{', '.join(READABLE_SCHEMA_VERSIONS)})"
-        )
-    if version == "0.9":
-        doc = upgrade_v09(doc)
-    doc["_origin"] = {"path": str(file), "schema_version": version}
-    return doc
-
-
-def upgrade_v09(doc: dict[str, Any]) -> dict[str, Any]:
-    """Bring a 0.9 document to 1.0: add p01/p99 to stats and verdict to layers, as null."""
-    for m in doc.get("models", []):
-        for layer in m.get("layers", []):
-            layer.setdefault("verdict", None)
-            for p in layer.get("params", []):
-                stats = p.get("stats")
-                if isinstance(stats, dict):
-                    stats.setdefault("p01", None)
-                    stats.setdefault("p99", None)
-    doc["schema_version"] = CURRENT_STATS_VERSION
-    return doc
+    @property
+    def changed_count(self) -> int:
+        """Return how many matched tensors changed."""
+        return sum(len(m.changed) for m in self.models)
 
 
 # ---------------------------------------------------------------- comparing
-
-
-def _num(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def _sub(a: float | None, b: float | None) -> float | None:
@@ -235,48 +225,44 @@ def _ratio(new: float | None, old: float | None) -> float | None:
     return None if new is None or old is None or old == 0 else new / old
 
 
-def _status(layer: dict[str, Any]) -> str | None:
-    v = layer.get("verdict")
-    return v.get("status") if isinstance(v, dict) else None
+def _tensors(model: ModelDoc) -> set[tuple[str, str, tuple[int, ...]]]:
+    return {(layer.name, p.name, p.shape) for layer in model.layers for p in layer.params}
 
 
-def _nonfinite(stats: dict[str, Any]) -> int:
-    return int(stats.get("nan") or 0) + int(stats.get("inf") or 0)
-
-
-def _histogram(stats: dict[str, Any]) -> Histogram | None:
-    h = stats.get("histogram")
-    if not isinstance(h, dict) or not h.get("edges") or not h.get("counts"):
-        return None
-    return Histogram(tuple(float(e) for e in h["edges"]), tuple(int(c) for c in h["counts"]))
-
-
-def _match_models(
-    old: list[dict[str, Any]], new: list[dict[str, Any]]
-) -> tuple[list[tuple[dict[str, Any], dict[str, Any]]], list[str], list[str]]:
-    """Pair models by name; a lone model on each side pairs with the other whatever its name."""
+def match_models(
+    old: tuple[ModelDoc, ...], new: tuple[ModelDoc, ...]
+) -> tuple[list[tuple[ModelDoc, ModelDoc]], list[str], list[str]]:
+    """Pair models by name, then the rest by the tensors they share (a renamed model)."""
     if len(old) == 1 and len(new) == 1:
         return [(old[0], new[0])], [], []
-    by_name = {m["name"]: m for m in old}
-    pairs = [(by_name[m["name"]], m) for m in new if m["name"] in by_name]
-    paired = {m["name"] for _, m in pairs}
-    return (
-        pairs,
-        [m["name"] for m in old if m["name"] not in paired],
-        [m["name"] for m in new if m["name"] not in paired],
-    )
+    by_name = {m.name: m for m in old}
+    pairs = [(by_name[m.name], m) for m in new if m.name in by_name]
+    rest_old = [m for m in old if m.name not in {n.name for n in new}]
+    rest_new = [m for m in new if m.name not in by_name]
+    for n in list(rest_new):
+        tn = _tensors(n)
+        best, share = None, 0.0
+        for o in rest_old:
+            to = _tensors(o)
+            s = len(to & tn) / max(len(to | tn), 1)
+            if s > share:
+                best, share = o, s
+        if best is not None and share >= RENAME_MATCH:
+            pairs.append((best, n))
+            rest_old.remove(best)
+            rest_new.remove(n)
+    return pairs, [m.name for m in rest_old], [m.name for m in rest_new]
 
 
-def _file_ok(entry: dict[str, Any], base: Path | None) -> Path | None:
+def _file_ok(path_text: str, sha256: str, base: Path | None) -> Path | None:
     """Return the recorded input file if it still exists with the recorded SHA-256."""
-    raw = entry.get("path")
-    if not raw:
+    if not path_text:
         return None
-    candidates = [Path(raw)]
-    if base is not None and not Path(raw).is_absolute():
-        candidates.append(base / raw)
+    candidates = [Path(path_text)]
+    if base is not None and not Path(path_text).is_absolute():
+        candidates.append(base / path_text)
     for path in candidates:
-        if path.is_file() and entry.get("sha256") == _sha256(path):
+        if path.is_file() and sha256 == _sha256(path):
             return path
     return None
 
@@ -296,16 +282,17 @@ def _sha256_cached(path: str, _mtime_ns: int, _size: int) -> str:
     return h.hexdigest()
 
 
-def _weights_path(model: dict[str, Any], base: Path | None) -> tuple[Path | None, str]:
+def _weights_path(model: ModelDoc, base: Path | None) -> tuple[Path | None, str]:
     """Return the path to reopen a model's weights from, or None and the reason."""
-    files = (model.get("source") or {}).get("files") or []
+    files = model.source.files
     if not files:
-        return None, "no weight files recorded"
-    paths = [_file_ok(f, base) for f in files]
-    if any(p is None for p in paths):
-        missing = next(f.get("path") for f, p in zip(files, paths, strict=True) if p is None)
-        return None, f"{missing} is missing or changed since the report was built"
-    found = [p for p in paths if p is not None]
+        return None, "no weight files recorded (a model built in memory)"
+    found = []
+    for f in files:
+        path = _file_ok(f.path, f.sha256, base)
+        if path is None:
+            return None, f"{f.path} is missing or changed since the report was built"
+        found.append(path)
     if len(found) == 1:
         return found[0], ""
     parents = {p.parent for p in found}
@@ -331,9 +318,7 @@ def _aligned(a: Iterable[np.ndarray], b: Iterable[np.ndarray]) -> Iterator[tuple
         xa, xb = xa[n:], xb[n:]
 
 
-def weight_change(
-    old_chunks: Iterable[np.ndarray], new_chunks: Iterable[np.ndarray]
-) -> tuple[float | None, float | None, float | None]:
+def weight_change(old_chunks: Iterable[np.ndarray], new_chunks: Iterable[np.ndarray]) -> Change:
     """Return (relative Frobenius change, absolute change, cosine similarity) of two streams."""
     oo = nn = on = dd = 0.0
     for o, n in _aligned(old_chunks, new_chunks):
@@ -351,11 +336,11 @@ def weight_change(
 
 
 def _compare_weights(
-    old_model: dict[str, Any],
-    new_model: dict[str, Any],
+    old_model: ModelDoc,
+    new_model: ModelDoc,
     wanted: list[tuple[str, str, tuple[int, ...]]],
     bases: tuple[Path | None, Path | None],
-) -> tuple[dict[tuple[str, str], tuple[float | None, float | None, float | None]], str]:
+) -> tuple[dict[tuple[str, str], Change], str]:
     """Reopen both models' weight files and compare the wanted tensors value by value."""
     from reportgen.sources.detect import open_path
 
@@ -365,7 +350,7 @@ def _compare_weights(
     new_path, why = _weights_path(new_model, bases[1])
     if new_path is None:
         return {}, f"new weights not compared: {why}"
-    out: dict[tuple[str, str], tuple[float | None, float | None, float | None]] = {}
+    out: dict[tuple[str, str], Change] = {}
     try:
         with open_path(old_path) as so, open_path(new_path) as sn:
             refs_o = {(layer.name, p.name): p for layer in so.layers() for p in layer.params}
@@ -375,27 +360,36 @@ def _compare_weights(
                 if ro is None or rn is None or ro.shape != shape or rn.shape != shape:
                     continue
                 out[(layer, param)] = weight_change(so.iter_chunks(ro), sn.iter_chunks(rn))
-    except SourceError as exc:
+    except (SourceError, ValueError, OSError) as exc:
+        # The statistics still compare; only the value-by-value numbers are lost.
         return {}, f"weights not compared: {exc}"
     return out, f"weights compared from {old_path.name} and {new_path.name}"
 
 
-def _tensor_diff(
-    layer: str,
-    po: dict[str, Any],
-    pn: dict[str, Any],
-    change: tuple[float | None, float | None, float | None] | None,
-) -> TensorDiff:
-    so, sn = po.get("stats") or {}, pn.get("stats") or {}
-    mo, mn = _num(so.get("mean")), _num(sn.get("mean"))
-    do, dn = _num(so.get("std")), _num(sn.get("std"))
-    xo, xn = _num(so.get("max_abs")), _num(sn.get("max_abs"))
+_SAME_FIELDS = ("count", "nan", "inf", "zeros", "mean", "std", "min", "max", "mean_abs", "max_abs", "l2")
+
+
+def _same_stats(a: StatsDoc | None, b: StatsDoc | None) -> bool:
+    """Return whether two tensors' statistics and histograms are identical."""
+    if a is None or b is None:
+        return a is b
+    return all(getattr(a, f) == getattr(b, f) for f in _SAME_FIELDS) and a.histogram == b.histogram
+
+
+def _tensor_diff(layer: str, po: ParamDoc, pn: ParamDoc, change: Change | None) -> TensorDiff:
+    so, sn = po.stats, pn.stats
+    mo, mn = (so.mean if so else None), (sn.mean if sn else None)
+    do, dn = (so.std if so else None), (sn.std if sn else None)
+    xo, xn = (so.max_abs if so else None), (sn.max_abs if sn else None)
     rel, dist, cos = change if change is not None else (None, None, None)
+    nf_o, nf_n = (so.nonfinite if so else 0), (sn.nonfinite if sn else 0)
+    # Compared values decide; with NaN on either side (no norms) or no weights, the statistics do.
+    changed = (dist != 0.0) if dist is not None else not _same_stats(so, sn)
     return TensorDiff(
         layer=layer,
-        param=pn["name"],
-        role=pn.get("role") or "other",
-        shape=tuple(pn.get("shape") or ()),
+        param=pn.name,
+        role=pn.role,
+        shape=pn.shape,
         mean_old=mo,
         mean_new=mn,
         mean_delta=_sub(mn, mo),
@@ -408,61 +402,72 @@ def _tensor_diff(
         rel_change=rel,
         abs_change=dist,
         cosine=cos,
-        nonfinite_old=_nonfinite(so),
-        nonfinite_new=_nonfinite(sn),
+        nonfinite_old=nf_o,
+        nonfinite_new=nf_n,
+        changed=changed or nf_o != nf_n,
     )
 
 
+def _match_layer(
+    name: str, lo: LayerDoc, ln: LayerDoc
+) -> tuple[list[TensorRefDiff], list[TensorRefDiff], list[TensorRefDiff], list[tuple[str, ParamDoc, ParamDoc]]]:
+    """Split one layer's tensors into added, removed, reshaped and matched."""
+    po = {p.name: p for p in lo.params}
+    pn = {p.name: p for p in ln.params}
+    added, reshaped, matched = [], [], []
+    for pname, p in pn.items():
+        q = po.get(pname)
+        if q is None:
+            added.append(TensorRefDiff(name, pname, None, p.shape))
+        elif q.shape != p.shape:
+            reshaped.append(TensorRefDiff(name, pname, q.shape, p.shape))
+        else:
+            matched.append((name, q, p))
+    removed = [TensorRefDiff(name, n, q.shape, None) for n, q in po.items() if n not in pn]
+    return added, removed, reshaped, matched
+
+
 def compare_models(
-    old: dict[str, Any],
-    new: dict[str, Any],
+    old: ModelDoc,
+    new: ModelDoc,
     *,
     weights: bool = True,
     bases: tuple[Path | None, Path | None] = (None, None),
 ) -> ModelDiff:
     """Compare one pair of models from two stats documents."""
-    lo = {layer["name"]: layer for layer in old.get("layers", [])}
-    ln = {layer["name"]: layer for layer in new.get("layers", [])}
-    added = tuple(n for n in ln if n not in lo)
-    removed = tuple(n for n in lo if n not in ln)
+    lo = {layer.name: layer for layer in old.layers}
+    ln = {layer.name: layer for layer in new.layers}
     retyped, add_t, rem_t, reshaped, verdicts = [], [], [], [], []
-    matched: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
+    matched: list[tuple[str, ParamDoc, ParamDoc]] = []
     for name, layer_n in ln.items():
         layer_o = lo.get(name)
         if layer_o is None:
             continue
-        if layer_o.get("class_name") != layer_n.get("class_name"):
-            retyped.append((name, str(layer_o.get("class_name")), str(layer_n.get("class_name"))))
-        vo, vn = _status(layer_o), _status(layer_n)
+        if layer_o.class_name != layer_n.class_name:
+            retyped.append((name, layer_o.class_name, layer_n.class_name))
+        vo, vn = layer_o.status, layer_n.status
         if vo and vn and vo != vn:
             verdicts.append(VerdictChange(name, vo, vn, (vo, vn) in VERDICT_REGRESSIONS))
-        po = {p["name"]: p for p in layer_o.get("params", [])}
-        pn = {p["name"]: p for p in layer_n.get("params", [])}
-        for pname, p in pn.items():
-            q = po.get(pname)
-            if q is None:
-                add_t.append(TensorRefDiff(name, pname, None, tuple(p.get("shape") or ())))
-            elif list(q.get("shape") or ()) != list(p.get("shape") or ()):
-                reshaped.append(TensorRefDiff(name, pname, tuple(q.get("shape") or ()), tuple(p.get("shape") or ())))
-            else:
-                matched.append((name, q, p))
-        rem_t += [TensorRefDiff(name, n, tuple(q.get("shape") or ()), None) for n, q in po.items() if n not in pn]
-    changes: dict[tuple[str, str], tuple[float | None, float | None, float | None]] = {}
+        a, r, s, m = _match_layer(name, layer_o, layer_n)
+        add_t += a
+        rem_t += r
+        reshaped += s
+        matched += m
+    changes: dict[tuple[str, str], Change] = {}
     note = "weights not compared (statistics only)"
     if weights and matched:
-        wanted = [(layer, p["name"], tuple(p.get("shape") or ())) for layer, _, p in matched]
+        wanted = [(layer, p.name, p.shape) for layer, _, p in matched]
         changes, note = _compare_weights(old, new, wanted, bases)
-    tensors = tuple(_tensor_diff(layer, q, p, changes.get((layer, p["name"]))) for layer, q, p in matched)
     return ModelDiff(
-        old_name=old["name"],
-        new_name=new["name"],
-        added_layers=added,
-        removed_layers=removed,
+        old_name=old.name,
+        new_name=new.name,
+        added_layers=tuple(n for n in ln if n not in lo),
+        removed_layers=tuple(n for n in lo if n not in ln),
         retyped_layers=tuple(retyped),
         added_tensors=tuple(add_t),
         removed_tensors=tuple(rem_t),
         reshaped_tensors=tuple(reshaped),
-        tensors=tensors,
+        tensors=tuple(_tensor_diff(layer, q, p, changes.get((layer, p.name))) for layer, q, p in matched),
         verdict_changes=tuple(verdicts),
         weights_compared=len(changes),
         weights_note=note,
@@ -470,174 +475,133 @@ def compare_models(
 
 
 def model_alerts(m: ModelDiff) -> list[DiffAlert]:
-    """Return the alerts one model's changes raise."""
+    """Return the alerts one model's changes raise, most severe first."""
     out: list[DiffAlert] = []
-    lo, hi = STD_RATIO_BAND
+    lo, hi = RELEASES.std_ratio_band
+    rel_max = RELEASES.rel_change_alert
     for v in m.verdict_changes:
         if v.regression:
-            out.append(
-                DiffAlert(
-                    "critical",
-                    "verdict_regression",
-                    m.new_name,
-                    v.layer,
-                    None,
-                    f"verdict went from {v.old} to {v.new}",
-                )
-            )
+            message = f"verdict went from {v.old} to {v.new}"
+            out.append(DiffAlert("critical", "verdict_regression", m.new_name, v.layer, None, message))
     for t in m.tensors:
-        if t.nonfinite_new and not t.nonfinite_old:
-            out.append(
-                DiffAlert(
-                    "critical",
-                    "nonfinite_appeared",
-                    m.new_name,
-                    t.layer,
-                    t.param,
-                    f"{t.nonfinite_new} NaN/Inf values appeared",
-                )
-            )
+        if t.nonfinite_new > t.nonfinite_old:
+            message = f"{t.nonfinite_new - t.nonfinite_old} NaN/Inf values appeared"
+            out.append(DiffAlert("critical", "nonfinite_appeared", m.new_name, t.layer, t.param, message))
         if t.std_ratio is not None and not lo <= t.std_ratio <= hi:
-            out.append(
-                DiffAlert(
-                    "warning",
-                    "std_shift",
-                    m.new_name,
-                    t.layer,
-                    t.param,
-                    f"std changed {t.std_ratio:.3g}× (outside [{lo:g}, {hi:g}])",
-                )
-            )
-        if t.rel_change is not None and t.rel_change > REL_CHANGE_ALERT:
-            out.append(
-                DiffAlert(
-                    "warning",
-                    "large_change",
-                    m.new_name,
-                    t.layer,
-                    t.param,
-                    f"relative change {t.rel_change:.3g} > {REL_CHANGE_ALERT:g}",
-                )
-            )
+            message = f"std changed {t.std_ratio:.3g}× (outside [{lo:g}, {hi:g}])"
+            out.append(DiffAlert("warning", "std_shift", m.new_name, t.layer, t.param, message))
+        if t.rel_change is not None and t.rel_change > rel_max:
+            message = f"relative change {t.rel_change:.3g} > {rel_max:g}"
+            out.append(DiffAlert("warning", "large_change", m.new_name, t.layer, t.param, message))
+    out.sort(key=lambda a: SEVERITY_ORDER.index(a.severity))
     return out
 
 
-def _side(doc: dict[str, Any], label: str) -> Side:
-    origin = doc.get("_origin") or {}
+def _alert_key(a: AlertDoc, renames: dict[str, str]) -> tuple[str, str, str, str | None]:
+    return (a.code, renames.get(a.model, a.model), a.layer, a.param)
+
+
+def _alert_changes(
+    old: tuple[AlertDoc, ...], new: tuple[AlertDoc, ...], renames: dict[str, str]
+) -> tuple[tuple[AlertDoc, ...], tuple[AlertDoc, ...]]:
+    """Return the build alerts new in the new report, and those it no longer raises."""
+    old_keys = {_alert_key(a, renames) for a in old}
+    new_keys = {_alert_key(a, {}) for a in new}
+    appeared = [a for a in new if _alert_key(a, {}) not in old_keys]
+    gone = [a for a in old if _alert_key(a, renames) not in new_keys]
+    rank = SEVERITY_ORDER.index
+    return tuple(sorted(appeared, key=lambda a: rank(a.severity))), tuple(sorted(gone, key=lambda a: rank(a.severity)))
+
+
+def _overlays(model: ModelDiff, old: ModelDoc, new: ModelDoc, alerts: list[DiffAlert]) -> list[Overlay]:
+    """Pick the tensors to draw: every alerted one (up to a cap), then the biggest moves."""
+    hist_o = {(layer.name, p.name): p.stats for layer in old.layers for p in layer.params}
+    hist_n = {(layer.name, p.name): p.stats for layer in new.layers for p in layer.params}
+    by_key = {(t.layer, t.param): t for t in model.tensors}
+    why: dict[tuple[str, str], str] = {}
+    for a in alerts:
+        if a.param is not None and len(why) < MAX_FIGURES:
+            why.setdefault((a.layer, a.param), a.message)
+    for v in model.verdict_changes:
+        kernel = next((t for t in model.tensors if t.layer == v.layer and t.changed), None)
+        if kernel is not None and len(why) < MAX_FIGURES:
+            why.setdefault((kernel.layer, kernel.param), f"verdict {v.old} → {v.new}")
+    for t in model.top(TOP_N):
+        if len(why) >= TOP_N:
+            break
+        shown = f"relative change {t.rel_change:.3g}" if t.rel_change is not None else f"std ×{t.std_ratio:.3g}"
+        why.setdefault((t.layer, t.param), shown)
+    out = []
+    for key, text in why.items():
+        so, sn, td = hist_o.get(key), hist_n.get(key), by_key.get(key)
+        if td is None or so is None or sn is None or so.histogram is None or sn.histogram is None:
+            continue
+        out.append(Overlay(model.name, td.layer, td.param, td.role, so.histogram, sn.histogram, text))
+    return out
+
+
+def _names(old: LoadedStats, new: LoadedStats) -> tuple[str, str]:
+    """Return short, distinct names of the two releases for legends and headings."""
+    if old.release != new.release:
+        return old.release, new.release
+    to, tn = old.doc.title or "", new.doc.title or ""
+    if to and tn and to != tn:
+        return to, tn
+    return "old", "new"
+
+
+def _side(s: LoadedStats, name: str, path: str) -> Side:
     return Side(
-        label,
-        doc.get("title"),
-        doc.get("generated_at"),
-        str(origin.get("schema_version", doc.get("schema_version"))),
-        len(doc.get("models", [])),
+        name=name,
+        path=path,
+        title=s.doc.title,
+        generated_at=s.doc.generated_at,
+        tool_version=s.doc.tool.version,
+        schema_version=s.read_version,
+        model_count=len(s.doc.models),
     )
-
-
-def _base(doc: dict[str, Any]) -> Path | None:
-    origin = doc.get("_origin") or {}
-    return Path(origin["path"]).parent if origin.get("path") else None
 
 
 def compute_diff(
-    old: dict[str, Any], new: dict[str, Any], *, old_label: str, new_label: str, weights: bool = True
+    old: LoadedStats, new: LoadedStats, *, old_label: str, new_label: str, weights: bool = True
 ) -> DiffModel:
-    """Compare two stats documents (as load_stats returns them)."""
-    pairs, only_old, only_new = _match_models(old.get("models", []), new.get("models", []))
-    models = tuple(compare_models(o, n, weights=weights, bases=(_base(old), _base(new))) for o, n in pairs)
-    alerts = tuple(a for m in models for a in model_alerts(m))
-    overlays = []
+    """Compare two loaded reports."""
+    pairs, only_old, only_new = match_models(old.doc.models, new.doc.models)
+    bases = (old.folder, new.folder)
+    models = tuple(compare_models(o, n, weights=weights, bases=bases) for o, n in pairs)
+    alerts: list[DiffAlert] = []
+    overlays: list[Overlay] = []
     for (o, n), m in zip(pairs, models, strict=True):
-        so = {(layer["name"], p["name"]): p.get("stats") or {} for layer in o["layers"] for p in layer["params"]}
-        sn = {(layer["name"], p["name"]): p.get("stats") or {} for layer in n["layers"] for p in layer["params"]}
-        for t in m.top():
-            ho, hn = _histogram(so[(t.layer, t.param)]), _histogram(sn[(t.layer, t.param)])
-            if ho is not None and hn is not None:
-                overlays.append(Overlay(m.name, t.layer, t.param, t.role, ho, hn, t.score))
+        found = model_alerts(m)
+        alerts += found
+        overlays += _overlays(m, o, n, found)
+    renames = {o.name: n.name for o, n in pairs}
+    appeared, gone = _alert_changes(old.doc.alerts, new.doc.alerts, renames)
+    name_old, name_new = _names(old, new)
     return DiffModel(
-        _side(old, old_label),
-        _side(new, new_label),
-        models,
-        tuple(only_old),
-        tuple(only_new),
-        alerts,
-        tuple(overlays),
+        old=_side(old, name_old, old_label),
+        new=_side(new, name_new, new_label),
+        models=models,
+        unmatched_old=tuple(only_old),
+        unmatched_new=tuple(only_new),
+        alerts=tuple(sorted(alerts, key=lambda a: SEVERITY_ORDER.index(a.severity))),
+        new_alerts=appeared,
+        resolved_alerts=gone,
+        overlays=tuple(overlays),
     )
 
 
-# ---------------------------------------------------------------- terminal summary
-
-
-def _fmt(value: float | None, spec: str = ".3g") -> str:
-    return "-" if value is None else format(value, spec)
-
-
-def summary_lines(diff: DiffModel) -> list[str]:
-    """Return the terminal summary: structure counts, top changes, alerts."""
-    lines = [
-        f"old: {diff.old.label} ({diff.old.title or 'untitled'}, {diff.old.generated_at or '?'})",
-        f"new: {diff.new.label} ({diff.new.title or 'untitled'}, {diff.new.generated_at or '?'})",
+def gate_failures(diff: DiffModel, level: Severity) -> list[str]:
+    """Return what fails a `--fail-on level` gate: alerts of that severity or worse, new in the new release."""
+    worst = SEVERITY_ORDER.index(level)
+    out = [
+        f"{a.severity} {a.code} {a.model} {a.layer}{'/' + a.param if a.param else ''}"
+        for a in diff.alerts
+        if SEVERITY_ORDER.index(a.severity) <= worst
     ]
-    if diff.unmatched_old or diff.unmatched_new:
-        lines.append(f"unmatched models: old {list(diff.unmatched_old)}, new {list(diff.unmatched_new)}")
-    for m in diff.models:
-        lines.append(
-            f"model {m.name}: {len(m.tensors)} tensors matched; layers +{len(m.added_layers)} "
-            f"-{len(m.removed_layers)}; tensors +{len(m.added_tensors)} -{len(m.removed_tensors)}, "
-            f"{len(m.reshaped_tensors)} reshaped; {m.weights_note}"
-        )
-        for title, names in (("added layers", m.added_layers), ("removed layers", m.removed_layers)):
-            if names:
-                shown = ", ".join(names[:8]) + (f", … ({len(names) - 8} more)" if len(names) > 8 else "")
-                lines.append(f"  {title}: {shown}")
-        for r in m.reshaped_tensors:
-            lines.append(f"  reshaped: {r.layer}/{r.param} {r.old_shape} -> {r.new_shape}")
-        if m.verdict_changes:
-            lines.append("  verdicts: " + ", ".join(f"{v.layer} {v.old} -> {v.new}" for v in m.verdict_changes))
-        top = m.top()
-        if top:
-            lines.append("  most changed:")
-            width = max(len(f"{t.layer}/{t.param}") for t in top)
-            for t in top:
-                name = f"{t.layer}/{t.param}"
-                lines.append(
-                    f"    {name:<{width}}  rel {_fmt(t.rel_change)}  cos {_fmt(t.cosine, '.4f')}"
-                    f"  std x{_fmt(t.std_ratio)}  mean {_fmt(t.mean_delta, '+.3g')}"
-                )
-    counts = diff.alert_counts()
-    lines.append(f"alerts: {counts['critical']} critical, {counts['warning']} warning")
-    for a in diff.alerts[:10]:
-        where = f"{a.layer}/{a.param}" if a.param else a.layer
-        lines.append(f"  {a.severity} {a.model} {where}: {a.message}")
-    if len(diff.alerts) > 10:
-        lines.append(f"  … {len(diff.alerts) - 10} more (write a report with --output to see all)")
-    return lines
-
-
-def run_diff(
-    old: str | Path,
-    new: str | Path,
-    *,
-    output: str | Path | None = None,
-    formats: tuple[str, ...] | None = None,
-    force: bool = False,
-    quiet: bool = False,
-) -> int:
-    """Compare two reports; write DIR/diff.* with output, else print a summary. Return the exit code."""
-    from reportgen.output import preflight, write_atomically
-
-    target = Path(output) if output is not None else None
-    if target is not None:
-        preflight(target, force)
-    diff = compute_diff(load_stats(old), load_stats(new), old_label=str(old), new_label=str(new))
-    if target is None:
-        if not quiet:
-            print("\n".join(summary_lines(diff)))
-        return 0
-    from reportgen.render.diff_report import render_diff
-
-    files = render_diff(diff, tuple(formats or ("html", "pdf", "json")))
-    write_atomically(target, files, force)
-    if not quiet:
-        print("\n".join(summary_lines(diff)))
-        print(f"wrote {target}/ ({', '.join(sorted(files))})")
-    return 0
+    out += [
+        f"new {a.severity} alert {a.code} {a.model} {a.layer}{'/' + a.param if a.param else ''}"
+        for a in diff.new_alerts
+        if SEVERITY_ORDER.index(a.severity) <= worst
+    ]
+    return out

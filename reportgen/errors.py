@@ -62,15 +62,29 @@ class RenderError(ReportgenError):
     exit_code = 8
 
 
+class ComparisonError(ReportgenError):
+    """The build wrote its report, but the comparison with compare_to failed."""
+
+    exit_code = 9
+
+
+class GateFailure(ReportgenError):
+    """`reportgen diff --fail-on` found alerts of that severity or verdict regressions in the new release."""
+
+    exit_code = 10
+
+
 EXIT_CODES: dict[int, str] = {
     0: "success",
     1: "unexpected internal error (a bug: please report it with the traceback from --verbose)",
     2: "usage error: wrong command-line arguments",
     3: "config error: missing file, YAML syntax, or schema violation",
-    4: "source error: a weights file is missing, unreadable, unsafe or of an unknown format",
+    4: "source error: a weights file or report (stats.json) is missing, unreadable, unsafe or of an unknown format",
     5: "selection error: a layer selector matched nothing or is out of range",
     6: "network error: weights must be downloaded and the network is unreachable",
     7: "output error: the output folder cannot be written or already exists (use --force)",
     8: "render error: HTML/PDF rendering failed",
+    9: "comparison failed: the report was written, its comparison with compare_to was not",
+    10: "release gate: diff --fail-on found alerts of that severity or verdict regressions in the new release",
     130: "interrupted (Ctrl-C); no partial output is left behind",
 }

@@ -22,8 +22,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from reportgen.analysis import TensorAnalysis
-from reportgen.diff import DiffModel
-from reportgen.report_model import Comparison, ModelView, ReportModel, SelectedView, slugify
+from reportgen.report_model import Comparison, ModelView, ReportModel, SelectedView
 
 if TYPE_CHECKING:
     from matplotlib.typing import RcKeyType
@@ -374,29 +373,3 @@ def draw_all(report: ReportModel, workers: int = 1) -> dict[str, FigureData]:
     if drawn is None:
         drawn = [draw_job(report, job) for job in jobs]
     return {f.id: f for f in drawn if f is not None}
-
-
-def diff_overlays(diff: DiffModel) -> dict[str, FigureData]:
-    """Draw each overlay as densities of both sides on one axis, keyed by figure id."""
-    out: dict[str, FigureData] = {}
-    for i, ov in enumerate(diff.overlays):
-        title = f"{ov.layer} {param_words(ov.param, ov.role)}: {diff.old.label} vs {diff.new.label}"
-        with _figure(5.6, 3.0) as (fig, ax):
-            for color, label, h, style in (
-                (PALETTE[7], diff.old.label, ov.old, "--"),
-                (PALETTE[0], diff.new.label, ov.new, "-"),
-            ):
-                edges = np.asarray(h.edges)
-                counts = np.asarray(h.counts, dtype=float)
-                total = counts.sum() * np.diff(edges)
-                dens = np.divide(counts, total, out=np.zeros_like(counts), where=total > 0)
-                ax.stairs(dens, edges, color=color, linewidth=1.4, linestyle=style, label=label)
-            ax.set_title(f"{ov.layer} · {ov.param}")
-            ax.set_xlabel("Value")
-            ax.set_ylabel("Density")
-            ax.legend(fontsize=8, frameon=False)
-            uri = _to_uri(fig)
-        fid = f"diff-{i}-{slugify(ov.model)}-{slugify(ov.layer)}-{slugify(ov.param)}"
-        alt = f"Overlaid histograms of {ov.model} {ov.layer} {ov.param}, old and new"
-        out[fid] = FigureData(fid, title, alt, uri)
-    return out

@@ -31,6 +31,7 @@ from reportgen.report_model import (
 )
 from reportgen.selection import select
 from reportgen.sources.base import WeightSource
+from reportgen.stats_json import LoadedStats
 
 Progress = Callable[[str, int, int], None]  # (message, done, total)
 
@@ -58,6 +59,7 @@ class BuildResult:
     files: list[str]
     report: ReportModel
     timings: dict[str, float] = field(default_factory=dict)
+    compare_error: str | None = None  # why compare_to gave no diff.*; the report itself was written
 
 
 def build_time(now: datetime | None = None) -> datetime:
@@ -231,19 +233,43 @@ def render_outputs(
     return out
 
 
+def _load_compare_to(loaded: LoadedConfig) -> tuple[LoadedStats | None, str | None]:
+    """Read the earlier report named by compare_to, or say in one line why it cannot be read."""
+    from reportgen.stats_json import load
+
+    try:
+        return load(loaded.resolve(str(loaded.config.compare_to))), None
+    except ReportgenError as exc:
+        return None, f"{loaded.where('compare_to')}: {exc}"
+
+
+def _compare(
+    loaded: LoadedConfig, old: LoadedStats, report: ReportModel, target: Path, formats: tuple[str, ...]
+) -> dict[str, bytes]:
+    """Compare the earlier report with this build's own report and render diff.*."""
+    from reportgen.diff import compute_diff
+    from reportgen.render.diff_report import render_diff
+    from reportgen.render.json_report import stats_document
+    from reportgen.stats_json import parse
+
+    # The new side is the stats.json this build writes into target, read through the same types.
+    new = parse(stats_document(report), f"{target}/stats.json", target / "stats.json")
+    diff = compute_diff(old, new, old_label=str(loaded.config.compare_to), new_label=str(target))
+    return render_diff(diff, formats)
+
+
 def build(loaded: LoadedConfig, options: BuildOptions, progress: Progress | None = None) -> BuildResult:
-    """Build the report folder for a config; nothing is written unless everything succeeds."""
+    """Build the report folder for a config; nothing is written unless everything succeeds.
+
+    A comparison with compare_to never costs the report: when it fails, the report is written without
+    diff.* and BuildResult.compare_error says why.
+    """
     target = loaded.output_dir(options.output)
     preflight(target, options.force)
-    old_stats = None
+    old_stats, compare_error = None, None
     if loaded.config.compare_to:
-        from reportgen.diff import load_stats
-
-        # Load the earlier report first, so a bad path fails before any heavy work.
-        try:
-            old_stats = load_stats(loaded.resolve(loaded.config.compare_to))
-        except SourceError as exc:
-            raise SourceError(f"{loaded.where('compare_to')}: {exc}") from None
+        # Read the earlier report before the heavy work, so its problem is known early; it still costs nothing.
+        old_stats, compare_error = _load_compare_to(loaded)
     timings: dict[str, float] = {}
     report = build_report_model(loaded, options, progress, timings)
     formats = tuple(options.formats or loaded.config.formats)
@@ -251,17 +277,17 @@ def build(loaded: LoadedConfig, options: BuildOptions, progress: Progress | None
     inline = (options.executor or loaded.config.executor) == "inline"
     outputs = render_outputs(report, formats, timings, 1 if inline else (options.workers or os.cpu_count() or 1))
     if old_stats is not None:
-        from reportgen.diff import compute_diff
-        from reportgen.render.diff_report import render_diff
-        from reportgen.render.json_report import stats_document
-
-        diff = compute_diff(
-            old_stats, stats_document(report), old_label=str(loaded.config.compare_to), new_label=report.title
-        )
-        outputs.update(render_diff(diff, formats))
+        try:
+            outputs.update(_compare(loaded, old_stats, report, target, formats))
+        except KeyboardInterrupt:
+            raise
+        except ReportgenError as exc:
+            compare_error = f"{loaded.where('compare_to')}: comparison failed: {exc}"
+        except Exception as exc:  # a bug in the comparison must not cost the report it compares
+            compare_error = f"{loaded.where('compare_to')}: comparison failed: {type(exc).__name__}: {exc}"
     outputs["manifest.json"] = manifest(report, loaded, outputs)
     write_atomically(target, outputs, options.force)
-    return BuildResult(target, sorted(outputs), report, timings)
+    return BuildResult(target, sorted(outputs), report, timings, compare_error)
 
 
 __all__ = ["BuildOptions", "BuildResult", "ReportgenError", "build", "build_report_model"]

@@ -74,3 +74,25 @@ class Thresholds:
 
 
 DEFAULT = Thresholds()
+
+
+@dataclass(frozen=True)
+class ReleaseThresholds:
+    """Limits that turn the change between two releases into alerts and history events."""
+
+    std_ratio_band: tuple[float, float] = (0.5, 2.0)
+    """New std / old std outside this band is a warning: fine-tuning a trained layer moves its std by a
+    few percent (the HED backbone's layers sit within 0.7-1.3x of ImageNet VGG-16's), so halving or
+    doubling between two releases of the same model points to a re-initialised, rescaled or broken layer."""
+
+    rel_change_alert: float = 0.5
+    """||W_new - W_old|| / ||W_old|| above this is a warning: the tensor moved by more than half its own
+    size; a fresh re-draw of the same initializer gives ~1.41 (two independent draws), fine-tuning ~0.01-0.3."""
+
+    history_move: float = 0.05
+    """Relative change of a layer's std or mean |w| between consecutive releases from which the history
+    counts it as moved: a re-run of the same build changes nothing (0), while a 5% step is visible in the
+    figures and well above float32 rounding of the statistics."""
+
+
+RELEASES = ReleaseThresholds()
