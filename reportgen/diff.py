@@ -485,7 +485,8 @@ def model_alerts(m: ModelDiff) -> list[DiffAlert]:
             out.append(DiffAlert("critical", "verdict_regression", m.new_name, v.layer, None, message))
     for t in m.tensors:
         if t.nonfinite_new > t.nonfinite_old:
-            message = f"{t.nonfinite_new - t.nonfinite_old} NaN/Inf values appeared"
+            n = t.nonfinite_new - t.nonfinite_old
+            message = f"{n} NaN/Inf value{'s' if n != 1 else ''} appeared"
             out.append(DiffAlert("critical", "nonfinite_appeared", m.new_name, t.layer, t.param, message))
         if t.std_ratio is not None and not lo <= t.std_ratio <= hi:
             message = f"std changed {t.std_ratio:.3g}× (outside [{lo:g}, {hi:g}])"

@@ -209,6 +209,8 @@ def _problems(series: Sequence[LayerSeries]) -> list[Problem]:
     for s in series:
         for r, al in enumerate(s.alerts):
             for a in al:
+                if a.severity == "info":  # facts about a layer, not something gone wrong
+                    continue
                 key = (s.layer, a.code, a.param)
                 p = seen.get(key)
                 first = r if p is None else p.first
@@ -230,8 +232,9 @@ def model_history(chain: list[ModelDoc | None], docs: Sequence[LoadedStats]) -> 
     """Follow one model's layers through its releases."""
     order: list[str] = []
     for m in chain:
+        # Layers without tensors (pooling, activations) have nothing to follow.
         for layer in m.layers if m else ():
-            if layer.name not in order:
+            if layer.params and layer.name not in order:
                 order.append(layer.name)
     lookup = [{layer.name: layer for layer in m.layers} if m else {} for m in chain]
     alerts = [

