@@ -123,7 +123,7 @@ class ModelDoc(_Frozen):
 
     name: str
     source: SourceDoc = SourceDoc()
-    summary: str = ""
+    summary: str | None = None
     looks_trained: bool | None = None
     layers: tuple[LayerDoc, ...] = ()
 

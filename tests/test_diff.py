@@ -13,8 +13,10 @@ import pytest
 
 from reportgen import diff as rdiff
 from reportgen.cli import main
-from reportgen.diff import compute_diff, load_stats, weight_change
+from reportgen.diff import compute_diff, weight_change
+from reportgen.releases import diff_summary
 from reportgen.render.diff_report import render_diff
+from reportgen.stats_json import LoadedStats, load, parse
 
 DATA = Path(__file__).parent / "data"
 
@@ -41,15 +43,26 @@ def reports(digits_models, tmp_path_factory: pytest.TempPathFactory) -> tuple[Pa
     return out[0], out[1]
 
 
-def _arrays(doc: dict[str, Any], arrays: dict[str, list[np.ndarray]], layer: str, param: str) -> np.ndarray:
+def _raw(path: Path) -> dict[str, Any]:
+    """Return a report's stats.json as plain JSON, to be changed and parsed again."""
+    file = path / "stats.json" if path.is_dir() else path
+    doc: dict[str, Any] = json.loads(file.read_text())
+    return doc
+
+
+def _typed(raw: dict[str, Any], where: str = "doc.json") -> LoadedStats:
+    return parse(copy.deepcopy(raw), where, Path(where))
+
+
+def _arrays(doc: LoadedStats, arrays: dict[str, list[np.ndarray]], layer: str, param: str) -> np.ndarray:
     """Return the Keras array of a tensor, found by the param's position in its layer."""
-    entry = next(x for x in doc["models"][0]["layers"] if x["name"] == layer)
-    names = [p["name"] for p in entry["params"]]
+    entry = next(x for x in doc.doc.models[0].layers if x.name == layer)
+    names = [p.name for p in entry.params]
     return np.asarray(arrays[layer][names.index(param)], dtype=np.float64).ravel()
 
 
 def test_untrained_to_trained_matches_numpy(reports, digits_models) -> None:  # type: ignore[no-untyped-def]
-    old, new = (load_stats(p) for p in reports)
+    old, new = (load(p) for p in reports)
     d = compute_diff(old, new, old_label="old", new_label="new")
     (m,) = d.models
     # Same architecture: nothing added or removed (optimizer slots are training state, not layers).
@@ -68,10 +81,18 @@ def test_untrained_to_trained_matches_numpy(reports, digits_models) -> None:  # 
             assert t.std_ratio == pytest.approx(b.std() / a.std(), rel=1e-6)
         assert t.mean_delta == pytest.approx(b.mean() - a.mean(), abs=1e-9)
         assert t.max_abs_delta == pytest.approx(np.abs(b).max() - np.abs(a).max(), abs=1e-9)
-    # ranked by relative change, biggest first
+    # ranked by relative change, biggest first; only tensors that changed
     scores = [t.rel_change or 0.0 for t in m.top()]
     assert scores == sorted(scores, reverse=True) and len(scores) == rdiff.TOP_N
-    assert [(o.layer, o.param) for o in d.overlays] == [(t.layer, t.param) for t in m.top()]
+    assert all(t.changed for t in m.top())
+    # Figures: every alerted tensor first, then the biggest moves up to TOP_N
+    drawn = [(o.layer, o.param) for o in d.overlays]
+    alerted = list(dict.fromkeys((a.layer, a.param) for a in d.alerts if a.param))
+    assert drawn[: len(alerted)] == alerted
+    # then a tensor of each layer whose verdict changed, then the biggest moves; never an unchanged one
+    assert {v.layer for v in m.verdict_changes} <= {layer for layer, _ in drawn}
+    assert len(drawn) >= rdiff.TOP_N and len(set(drawn)) == len(drawn)
+    assert all(t.changed for t in m.tensors if (t.layer, t.param) in drawn)
     # every Conv2D/Dense layer left its initialisation
     changes = {v.layer: (v.old, v.new) for v in m.verdict_changes}
     for layer in ("conv1", "conv2", "fc1", "predictions"):
@@ -80,7 +101,7 @@ def test_untrained_to_trained_matches_numpy(reports, digits_models) -> None:  # 
 
 
 def test_reverse_diff_flags_regressions(reports) -> None:  # type: ignore[no-untyped-def]
-    d = compute_diff(load_stats(reports[1]), load_stats(reports[0]), old_label="trained", new_label="untrained")
+    d = compute_diff(load(reports[1]), load(reports[0]), old_label="trained", new_label="untrained")
     (m,) = d.models
     assert m.removed_layers == () and m.added_layers == ()
     regressed = {a.layer for a in d.alerts if a.code == "verdict_regression" and a.severity == "critical"}
@@ -90,7 +111,7 @@ def test_reverse_diff_flags_regressions(reports) -> None:  # type: ignore[no-unt
 def test_cli_summary(reports, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
     assert main(["diff", str(reports[0]), str(reports[1] / "stats.json")]) == 0
     out = capsys.readouterr().out
-    assert "layers +0 -0" in out and "added layers" not in out
+    assert "layers +0 -0" in out and "added layers" not in out and "old: old (Release old" in out
     assert "conv1 at_init -> moved" in out
     assert "most changed:" in out and "weights compared from untrained.keras and trained.keras" in out
     assert re.search(r"alerts: \d+ critical, \d+ warning", out)
@@ -113,14 +134,15 @@ def test_cli_writes_html_pdf_json(reports, tmp_path: Path) -> None:  # type: ign
     assert "adam" not in html and "regression" not in html
     doc = json.loads((out / "diff.json").read_text())
     assert doc["schema_version"] == rdiff.DIFF_SCHEMA_VERSION
-    assert doc["old"]["label"] == str(reports[0]) and doc["new"]["schema_version"] == "1.0"
+    assert doc["old"]["path"] == str(reports[0]) and doc["old"]["name"] == "old"
+    assert doc["new"]["schema_version"] == "1.0"
     assert doc["thresholds"]["std_ratio_band"] == [0.5, 2.0]
     (m,) = doc["models"]
     assert m["added_layers"] == [] and len(m["tensors"]) == 12 and len(m["top"]) == rdiff.TOP_N
     assert "histogram" not in json.dumps(doc)
     pypdf = pytest.importorskip("pypdf")
     text = "\n".join(p.extract_text() for p in pypdf.PdfReader(out / "diff.pdf").pages)
-    for heading in ("Overview", "Alerts", "Every matched tensor", "Most changed tensors"):
+    for heading in ("Release note: old → new", "What changed", "Alerts", "Biggest moves", "digits"):
         assert heading in text
     # an existing folder is refused without --force, and replaced with it
     before = (out / "diff.json").read_bytes()
@@ -131,9 +153,9 @@ def test_cli_writes_html_pdf_json(reports, tmp_path: Path) -> None:  # type: ign
 
 
 def test_changed_weight_file_falls_back_to_statistics(reports) -> None:  # type: ignore[no-untyped-def]
-    old, new = (load_stats(p) for p in reports)
-    old["models"][0]["source"]["files"][0]["sha256"] = "0" * 64
-    d = compute_diff(old, new, old_label="old", new_label="new")
+    raw = _raw(reports[0])
+    raw["models"][0]["source"]["files"][0]["sha256"] = "0" * 64
+    d = compute_diff(_typed(raw, str(reports[0] / "stats.json")), load(reports[1]), old_label="old", new_label="new")
     (m,) = d.models
     assert m.weights_compared == 0 and "missing or changed" in m.weights_note
     assert all(t.rel_change is None and t.cosine is None for t in m.tensors)
@@ -141,7 +163,7 @@ def test_changed_weight_file_falls_back_to_statistics(reports) -> None:  # type:
     logs = [abs(np.log(t.std_ratio or np.nan)) for t in top]
     assert logs == sorted(logs, reverse=True) and top
     assert (
-        compute_diff(*(load_stats(p) for p in reports), old_label="a", new_label="b", weights=False)
+        compute_diff(*(load(p) for p in reports), old_label="a", new_label="b", weights=False)
         .models[0]
         .weights_compared
         == 0
@@ -149,7 +171,7 @@ def test_changed_weight_file_falls_back_to_statistics(reports) -> None:  # type:
 
 
 def _v09() -> dict[str, Any]:
-    return load_stats(DATA / "stats-v0.9.json")
+    return _raw(DATA / "stats-v0.9.json")
 
 
 def test_structure_changes_and_alerts() -> None:
@@ -171,7 +193,7 @@ def test_structure_changes_and_alerts() -> None:
         "reason": "",
     }
     layers[0]["verdict"] = {"status": "at_init", "layer": "conv1", "label": "", "reason": ""}
-    d = compute_diff(old, new, old_label="a", new_label="b", weights=False)
+    d = compute_diff(_typed(old, "a.json"), _typed(new, "b.json"), old_label="a", new_label="b", weights=False)
     (m,) = d.models
     assert m.added_layers == ("fc_new",) and m.removed_layers == ("fc_old",)
     assert m.retyped_layers == (("conv1", "Conv2D", "Conv1D"),)
@@ -185,19 +207,36 @@ def test_structure_changes_and_alerts() -> None:
         ("nonfinite_appeared", "conv1", "bias", "critical"),
         ("verdict_regression", "conv1", None, "critical"),
     }
-    lines = "\n".join(rdiff.summary_lines(d))
+    lines = "\n".join(diff_summary(d))
     assert "reshaped: fc1/kernel (512, 64) -> (256, 64)" in lines and "conv1 moved -> at_init" in lines
 
 
 def test_models_matched_by_name_unless_single() -> None:
     old, new = _v09(), _v09()
     new["models"][0]["name"] = "renamed"
-    (m,) = compute_diff(old, new, old_label="a", new_label="b").models
+    (m,) = compute_diff(_typed(old), _typed(new), old_label="a", new_label="b").models
     assert (m.old_name, m.new_name) == ("digits-0.9", "renamed")
     new["models"].append({**copy.deepcopy(old["models"][0]), "name": "digits-0.9"})
-    d = compute_diff(old, new, old_label="a", new_label="b")
+    d = compute_diff(_typed(old), _typed(new), old_label="a", new_label="b")
+    # the same name wins; the renamed copy shares every tensor with nothing left on the old side: added
     assert [mm.new_name for mm in d.models] == ["digits-0.9"]
     assert d.unmatched_new == ("renamed",) and d.unmatched_old == ()
+
+
+def test_renamed_model_pairs_by_its_tensors() -> None:
+    base = _v09()["models"][0]
+    a = {**copy.deepcopy(base), "name": "A"}
+    b = {**copy.deepcopy(base), "name": "B"}
+    b["layers"] = b["layers"][:1]
+    c = {**copy.deepcopy(base), "name": "C"}
+    for layer in c["layers"]:
+        layer["name"] = "other_" + layer["name"]
+    old = {**_v09(), "models": [a, b]}
+    new = {**_v09(), "models": [a, {**b, "name": "B2"}, c]}
+    d = compute_diff(_typed(old), _typed(new), old_label="a", new_label="b")
+    assert [(m.old_name, m.new_name) for m in d.models] == [("A", "A"), ("B", "B2")]
+    assert d.unmatched_old == () and d.unmatched_new == ("C",)
+    assert d.models[1].name == "B → B2"
 
 
 def test_names_are_escaped_in_html() -> None:
@@ -205,13 +244,14 @@ def test_names_are_escaped_in_html() -> None:
     for doc in (old, new):
         doc["models"][0]["layers"][0]["name"] = "<script>alert(1)</script>"
     new["models"][0]["layers"][0]["params"][0]["stats"]["std"] = 1.0
-    html = render_diff(compute_diff(old, new, old_label="<b>a</b>", new_label="b"), ("html",))["diff.html"].decode()
+    d = compute_diff(_typed(old, "<b>a</b>/stats.json"), _typed(new), old_label="<b>a</b>", new_label="b")
+    html = render_diff(d, ("html", "pdf"))["diff.html"].decode()
     assert "<script>alert(1)</script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert "<b>a</b>" not in html
 
 
 def test_render_only_requested_formats() -> None:
-    d = compute_diff(_v09(), _v09(), old_label="a", new_label="b")
+    d = compute_diff(_typed(_v09()), _typed(_v09()), old_label="a", new_label="b")
     assert set(render_diff(d, ("json",))) == {"diff.json"}
     assert set(render_diff(d, ("html", "json"))) == {"diff.html", "diff.json"}
 

@@ -12,9 +12,10 @@ import pytest
 jsonschema = pytest.importorskip("jsonschema")
 
 from reportgen.cli import main  # noqa: E402
-from reportgen.diff import compute_diff, load_stats  # noqa: E402
+from reportgen.diff import compute_diff  # noqa: E402
 from reportgen.render.json_report import SCHEMA_VERSION  # noqa: E402
 from reportgen.schema import stats_schema, validate_stats  # noqa: E402
+from reportgen.stats_json import load, upgrade_v09  # noqa: E402
 
 V09 = Path(__file__).parent / "data" / "stats-v0.9.json"
 
@@ -63,12 +64,13 @@ def test_v09_is_upgraded_on_load() -> None:
     assert any("schema_version" in e for e in errors)
     assert any("'p01' is a required property" in e for e in errors)
     assert any("'verdict' is a required property" in e for e in errors)
-    doc = load_stats(V09)
-    assert doc.pop("_origin") == {"path": str(V09), "schema_version": "0.9"}
-    assert _errors(doc) == []
-    stats = doc["models"][0]["layers"][0]["params"][0]["stats"]
-    assert stats["p01"] is None and stats["p99"] is None
-    assert doc["models"][0]["layers"][0]["verdict"] is None
+    assert _errors(upgrade_v09(copy.deepcopy(raw))) == []
+    loaded = load(V09)
+    assert (loaded.file, loaded.read_version, loaded.doc.schema_version) == (V09, "0.9", "1.0")
+    layer = loaded.doc.models[0].layers[0]
+    assert layer.params[0].stats is not None
+    assert layer.params[0].stats.p01 is None and layer.params[0].stats.p99 is None
+    assert layer.verdict is None
 
 
 def test_diff_v09_against_current(built: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -81,7 +83,7 @@ def test_diff_v09_against_current(built: Path, tmp_path: Path, capsys: pytest.Ca
     assert "model digits-0.9 → trained" in out
     assert "removed layers: fc_old" in out
     assert "old weights not compared: /archive/v0.9/digits.keras is missing" in out
-    d = compute_diff(load_stats(V09), load_stats(tmp_path), old_label="v0.9", new_label="now")
+    d = compute_diff(load(V09), load(tmp_path), old_label="v0.9", new_label="now")
     (m,) = d.models
     assert d.old.schema_version == "0.9" and d.new.schema_version == "1.0"
     assert [(t.layer, t.param) for t in m.tensors] == [
