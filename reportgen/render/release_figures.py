@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from matplotlib import colormaps
 from matplotlib.colors import ListedColormap, TwoSlopeNorm
 
 from reportgen.diff import DiffModel
@@ -96,9 +97,8 @@ def _scale_map(h: HistoryModel, m: ModelHistory) -> FigureData | None:
     span = max(1.0, float(np.nanmax(np.abs(grid))))
     with _figure(7.0, _height(len(names))) as (fig, ax):
         ax.grid(False)
-        img = ax.imshow(
-            grid, aspect="auto", cmap="RdBu_r", norm=TwoSlopeNorm(0.0, -span, span), interpolation="nearest"
-        )
+        cmap = colormaps["RdBu_r"].with_extremes(bad="#d1d5db")  # absent or no init: grey
+        img = ax.imshow(grid, aspect="auto", cmap=cmap, norm=TwoSlopeNorm(0.0, -span, span), interpolation="nearest")
         _layer_ticks(ax, names)
         _release_ticks(ax, [r.name for r in h.releases])
         bar = fig.colorbar(img, ax=ax, shrink=0.6)
