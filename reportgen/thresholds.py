@@ -53,6 +53,15 @@ class Thresholds:
     """A float16 tensor whose sum of squares exceeds the float16 maximum overflows wherever its squared
     norm (weight decay, gradient clipping, RMS norms) is accumulated in float16."""
 
+    exploding_scale_warning: float = 100.0
+    """PLACEHOLDER"""
+
+    collapsed_scale_warning: float = 0.01
+    """PLACEHOLDER"""
+
+    alpha_min_evals: int = 50
+    """PLACEHOLDER"""
+
     alpha_band: tuple[float, float] = (2.0, 6.0)
     """Heavy-tailed self-regularisation (Martin & Mahoney): well-trained layers have power-law exponents
     between 2 and 6; below 2 is over-fitted / very heavy-tailed, above 6 looks random (under-trained)."""
