@@ -1,6 +1,7 @@
 """Crafted cases (placeholder)."""
 
 from __future__ import annotations
+
 from pathlib import Path
 
 

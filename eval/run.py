@@ -9,8 +9,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import crafted  # noqa: E402
-import harness  # noqa: E402
+import crafted
+import harness
 
 
 def main(argv: list[str] | None = None) -> int:
