@@ -122,7 +122,8 @@ def real_cases(cache: Path, names: list[str] | None = None) -> list[Case]:
         if bad:
             raise ValueError(f"models.yaml: {entry['name']}: unknown label {bad[0]!r}")
         path = fetch_real(entry, cache)
-        out.append(Case(entry["name"], entry["family"], path, entry.get("config") or {}, labels))
+        alerts = tuple((a["layer"], a["code"]) for a in entry.get("alerts", []))
+        out.append(Case(entry["name"], entry["family"], path, entry.get("config") or {}, labels, alerts))
     return out
 
 
@@ -176,13 +177,16 @@ def score(case: Case, view: Any) -> Score:
     return sc
 
 
-def run(cases: list[Case], workdir: Path) -> list[Score]:
-    """Diagnose and score every case."""
+def run(cases: list[Case], workdir: Path, views: list[Any] | None = None) -> list[Score]:
+    """Diagnose and score every case; collect the model views into `views` when given."""
     workdir.mkdir(parents=True, exist_ok=True)
     out = []
     for case in cases:
         print(f"  {case.name} ...", file=sys.stderr)
-        out.append(score(case, diagnose(case, workdir)))
+        view = diagnose(case, workdir)
+        if views is not None:
+            views.append(view)
+        out.append(score(case, view))
     return out
 
 
@@ -248,3 +252,23 @@ def as_json(scores: list[Score]) -> str:
 def clear(path: Path) -> None:
     """Remove a folder the harness made."""
     shutil.rmtree(path, ignore_errors=True)
+
+
+def measurements(views: list[Any]) -> dict[str, list[tuple[str, str, float]]]:
+    """Collect, per model, std ratio and outlier factor of every judged weight tensor (for thresholds.py)."""
+    from reportgen.diagnosis import WEIGHT_ROLES, judged
+
+    out: dict[str, list[tuple[str, str, float]]] = {}
+    for view in views:
+        rows = out.setdefault(view.name, [])
+        refs = {(layer.name, p.name): p for layer in view.layers for p in layer.params}
+        for key, ta in view.analyses.items():
+            ref = refs.get(key)
+            if ref is None or not judged(ref) or ta.role not in WEIGHT_ROLES:
+                continue
+            s = ta.stats
+            if ta.init_check is not None and ta.init_check.family != "constant":
+                rows.append(("std_ratio", f"{key[0]}.{key[1]}", ta.init_check.std_ratio))
+            if s.std > 0:
+                rows.append(("outlier", f"{key[0]}.{key[1]}", max(abs(s.max - s.mean), abs(s.min - s.mean)) / s.std))
+    return out

@@ -39,6 +39,7 @@ BATCH_NORMS = (
     "BatchNormalization_",
 )
 NOT_JUDGED_ROLES = ("moving_mean", "moving_variance")
+KNOWN_WEIGHTS = (*WEIGHT_ROLES, "bias", "gamma", "beta")
 # Dtypes whose values training updates by gradient; integer and bool tensors are indices, masks or codes.
 _FLOAT_PREFIXES = ("float", "bfloat")
 BN_BIAS_NOTE = "bias unused: BatchNormalization after it subtracts the batch mean, so its gradient is zero"
@@ -340,7 +341,11 @@ def layer_verdict(
                 f"kurtosis {check.expected_kurtosis:.2f} -> {check.kurtosis:.2f}"
             )
     status = "moved" if failures else "at_init"
-    return Verdict(*head, status, LABELS[status], reason, param, check, moved_by)
+    notes: tuple[str, ...] = ()
+    sp = ta.spectral
+    if status == "at_init" and isinstance(sp, SpectralMetrics) and math.isfinite(sp.alpha):
+        notes = (f"spectral alpha {sp.alpha:.3g} describes a random matrix here, not the quality of training",)
+    return Verdict(*head, status, LABELS[status], reason, param, check, moved_by, notes)
 
 
 def _feeds_batch_norm(layer: LayerInfo, by_name: dict[str, LayerInfo], after: LayerInfo | None) -> bool:
@@ -364,13 +369,21 @@ def _tensor_alerts(model: str, layer: LayerInfo, ta: TensorAnalysis, verdict: Ve
         out.append(Alert(code, severity, model, layer.name, ta.param, message, tuple(numbers)))
 
     if s.nan or s.inf:
-        msg = f"{s.nan} NaN and {s.inf} Inf values: any computation that uses this tensor yields NaN or Inf"
-        alert("non-finite", "critical", msg, ("nan", s.nan), ("inf", s.inf), ("count", s.count))
+        if ta.role in KNOWN_WEIGHTS:
+            msg = f"{s.nan} NaN and {s.inf} Inf values: any computation that uses this tensor yields NaN or Inf"
+            alert("non-finite", "critical", msg, ("nan", s.nan), ("inf", s.inf), ("count", s.count))
+        else:
+            # A tensor of no known role may be a graph constant: -inf is a legitimate mask value or clamp bound.
+            msg = (
+                f"{s.nan} NaN and {s.inf} Inf values in a tensor of unknown role: a mask or bound constant "
+                "holds such values; a weight would make every output NaN or Inf"
+            )
+            alert("non-finite", "info" if not s.nan else "warning", msg, ("nan", s.nan), ("inf", s.inf))
     constant = s.finite > 1 and s.max == s.min
     constant_init = ta.init is not None and ta.init.family == "constant"
     # A norm's scale of all ones (or shift of zeros) is its initial value in every framework.
     norm_default = ta.role in ("gamma", "beta") and s.min == (1.0 if ta.role == "gamma" else 0.0)
-    if constant and ta.role in (*WEIGHT_ROLES, "gamma", "other") and not constant_init and not norm_default:
+    if constant and ta.role in (*WEIGHT_ROLES, "gamma") and not constant_init and not norm_default:
         severity = "critical" if ta.role in WEIGHT_ROLES else "warning"
         msg = f"all {s.count} values equal {s.min:g}: its units compute the same function, so none can specialise"
         alert("constant-tensor", severity, msg, ("value", s.min), ("count", s.count))
@@ -381,7 +394,10 @@ def _tensor_alerts(model: str, layer: LayerInfo, ta: TensorAnalysis, verdict: Ve
         numbers: tuple[tuple[str, float], ...] = (("dead_units", ta.dead_units), ("units", ta.units), ("share", share))
         alert("dead-units", severity, msg, *numbers)
     check = ta.init_check if isinstance(ta.init_check, InitCheck) else None
-    if check is not None and check.family != "constant" and math.isfinite(check.std_ratio) and not constant:
+    # Scale alerts for weights only: a bias's size follows the data, not the fan rule (and folded BatchNorm
+    # shifts make trained conv biases 100x PyTorch's init bound in healthy models).
+    scaled = ta.role in WEIGHT_ROLES and check is not None and check.family != "constant"
+    if scaled and check is not None and math.isfinite(check.std_ratio) and not constant:
         r = check.std_ratio
         if r > t.exploding_scale_ratio:
             severity = "warning" if r > t.exploding_scale_warning else "info"
