@@ -14,9 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from threadpoolctl import threadpool_limits
-
 from harness import Case
+from threadpoolctl import threadpool_limits
 
 Params = dict[str, np.ndarray]
 LINEARS = ("net.0", "net.3", "net.5", "net.7")
