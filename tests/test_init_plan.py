@@ -184,7 +184,10 @@ def test_override_that_matches_no_layer_is_a_selection_error(tmp_path: Path):
     from reportgen.pipeline import open_model
 
     save_file({"fc.weight": np.zeros((4, 4), np.float32)}, str(tmp_path / "w.safetensors"))
-    text = "title: t\nmodels:\n  - name: m\n    path: w.safetensors\n    init_overrides:\n      - {layers: head, bias: zeros}\n"
+    text = (
+        "title: t\nmodels:\n  - name: m\n    path: w.safetensors\n"
+        "    init_overrides:\n      - {layers: head, bias: zeros}\n"
+    )
     loaded = parse_config(text, tmp_path / "c.yaml")
     with pytest.raises(
         SelectionError, match=r"c.yaml:6: models\[0\].init_overrides\[0\].layers: 'head' matches no layer"
