@@ -253,10 +253,14 @@ def _default_for(layer: LayerInfo, ref: TensorRef, weight: InitSpec) -> InitSpec
 
 def plan_layers(
     layers: list[LayerInfo], plan: InitPlan, framework: Framework | None
-) -> tuple[list[LayerInfo], tuple[int, ...]]:
-    """Give every trainable tensor its initializer; return the layers and how many layers each rule matched."""
+) -> tuple[list[LayerInfo], tuple[int, ...], int]:
+    """Give every trainable tensor its initializer.
+
+    Return the layers, how many layers each rule matched, and how many tensors got a default.
+    """
     weight = plan.default or (framework.weight if framework else None)
     hits = [0] * len(plan.rules)
+    defaulted = 0
     out = []
     for layer in layers:
         rules = [i for i, r in enumerate(plan.rules) if r.matches(layer)]
@@ -267,25 +271,28 @@ def plan_layers(
             spec = next((s for i in rules if (s := plan.rules[i].spec_for(ref.role)) is not None), None)
             if spec is None and ref.init is None and weight is not None:
                 spec = _default_for(layer, ref, weight)
+                defaulted += spec is not None
             elif spec is None and ref.init is not None and ref.init.kind == "zeros" and layer.class_name == "LSTM":
                 # Keras LSTM records bias_initializer zeros, but unit_forget_bias (on by default) sets the
                 # forget gate's quarter to ones.
                 spec = InitSpec("keras_lstm_bias", origin=ref.init.origin) if ref.role == "bias" else None
             params.append(dataclasses.replace(ref, init=spec) if spec is not None else ref)
         out.append(dataclasses.replace(layer, params=tuple(params)))
-    return out, tuple(hits)
+    return out, tuple(hits), defaulted
 
 
-def plan_note(plan: InitPlan, framework: Framework | None) -> str:
+def plan_note(plan: InitPlan, framework: Framework | None, defaulted: int = 1) -> str:
     """Say in one line where the initializers come from, for the report's overview."""
     parts = []
+    if not defaulted:
+        framework = None  # the file recorded every initializer: nothing was assumed
     if plan.default is not None:
         parts.append(f"initializer stated in config: {describe_spec(plan.default)}")
         if plan.default.kind == "pytorch_default":
             parts[-1] += " (PyTorch defaults for biases and norms too)"
     elif framework is not None:
         parts.append(
-            f"{framework.name} default initializers assumed ({framework.evidence}): "
+            f"{framework.name} default initializers assumed for {defaulted} tensors ({framework.evidence}): "
             f"{describe_spec(framework.weight)} weights, default biases, ones/zeros for norms"
         )
     for rule in plan.rules:
@@ -301,8 +308,8 @@ class PlannedSource(WeightSource):
         self.inner = inner
         layers = inner.layers()
         self.framework = detect_framework(inner.info, layers, path)
-        self._layers, self.rule_hits = plan_layers(layers, plan, self.framework)
-        self.note = plan_note(plan, self.framework)
+        self._layers, self.rule_hits, defaulted = plan_layers(layers, plan, self.framework)
+        self.note = plan_note(plan, self.framework, defaulted)
         self.info = inner.info
 
     def layers(self) -> list[LayerInfo]:

@@ -85,7 +85,7 @@ def test_bad_initializers_are_refused(value, words):
 
 
 def test_pytorch_defaults_cover_biases_norms_embeddings_and_rnns():
-    layers, _ = plan_layers(torch_layers(), InitPlan(InitSpec("pytorch_default", origin="config")), None)
+    layers, _, _ = plan_layers(torch_layers(), InitPlan(InitSpec("pytorch_default", origin="config")), None)
     got = inits(layers)
     assert got["fc.weight"].kind == "pytorch_default" and got["fc.bias"].kind == "pytorch_default"
     assert got["norm.weight"].kind == "ones" and got["norm.bias"].kind == "zeros"
@@ -109,7 +109,7 @@ def test_overrides_win_by_glob_and_kernel_covers_depthwise():
         InitRule(("dsn*",), (("kernel", InitSpec("zeros")), ("bias", InitSpec("constant", (("value", 0.5),))))),
         InitRule(("dw",), (("kernel", InitSpec("ones")),)),
     )
-    out, hits = plan_layers(layers, InitPlan(InitSpec("glorot_uniform"), rules), None)
+    out, hits, _ = plan_layers(layers, InitPlan(InitSpec("glorot_uniform"), rules), None)
     got = {(layer.name, p.name): p.init.kind for layer in out for p in layer.params}
     assert got == {
         ("dsn1", "kernel"): "zeros",
