@@ -47,8 +47,10 @@ class Score:
     """How one model fared."""
 
     case: Case
-    layers: int = 0  # layers with a label other than 'any'
+    layers: int = 0  # layers labelled moved or at_init
     right: int = 0
+    unjudged: int = 0  # layers labelled not_judged (buffers, graph constants)
+    unjudged_right: int = 0
     wrong: list[str] = field(default_factory=list)  # "layer: expected X, got Y"
     expected_alerts: int = 0
     found_alerts: int = 0
@@ -157,10 +159,13 @@ def score(case: Case, view: Any) -> Score:
         if label is None or label == "any":
             continue
         got = verdicts[layer.name].status if layer.name in verdicts else "not_judged"
-        sc.layers += 1
-        if got == label:
-            sc.right += 1
+        if label == "not_judged":
+            sc.unjudged += 1
+            sc.unjudged_right += got == label
         else:
+            sc.layers += 1
+            sc.right += got == label
+        if got != label:
             sc.wrong.append(f"{layer.name}: expected {label}, got {got}")
     expected = set(case.expected_alerts)
     sc.expected_alerts = len(expected)
@@ -193,14 +198,16 @@ def run(cases: list[Case], workdir: Path, views: list[Any] | None = None) -> lis
 def table(scores: list[Score]) -> str:
     """Return the results as a Markdown table, one row per model and a total row."""
     rows = [
-        "| model | kind | verdicts right | faults alerted | false warning/critical alerts | info alerts |",
-        "|---|---|---|---|---|---|",
+        "| model | kind | verdicts right | left unjudged right | faults alerted | false warning/critical alerts"
+        " | info alerts |",
+        "|---|---|---|---|---|---|---|",
     ]
     for s in scores:
         faults = f"{s.found_alerts} / {s.expected_alerts}" if s.expected_alerts else "-"
+        unjudged = f"{s.unjudged_right} / {s.unjudged}" if s.unjudged else "-"
         rows.append(
-            f"| {s.case.name} | {s.case.kind} | {s.right} / {s.layers} | {faults} | {len(s.false_alarms)} |"
-            f" {s.info_alerts} |"
+            f"| {s.case.name} | {s.case.kind} | {s.right} / {s.layers} | {unjudged} | {faults} |"
+            f" {len(s.false_alarms)} | {s.info_alerts} |"
         )
     layers = sum(s.layers for s in scores)
     right = sum(s.right for s in scores)
@@ -209,8 +216,9 @@ def table(scores: list[Score]) -> str:
     false = sum(len(s.false_alarms) for s in scores)
     acc = f"{right / layers:.1%}" if layers else "-"
     rec = f"{found / exp:.0%}" if exp else "-"
+    unj = f"{sum(s.unjudged_right for s in scores)} / {sum(s.unjudged for s in scores)}"
     rows.append(
-        f"| **all {len(scores)}** | | **{right} / {layers} ({acc})** | **{found} / {exp} ({rec})** |"
+        f"| **all {len(scores)}** | | **{right} / {layers} ({acc})** | {unj} | **{found} / {exp} ({rec})** |"
         f" **{false}** | {sum(s.info_alerts for s in scores)} |"
     )
     return "\n".join(rows)
@@ -237,6 +245,8 @@ def as_json(scores: list[Score]) -> str:
             "kind": s.case.kind,
             "layers": s.layers,
             "right": s.right,
+            "unjudged": s.unjudged,
+            "unjudged_right": s.unjudged_right,
             "expected_alerts": s.expected_alerts,
             "found_alerts": s.found_alerts,
             "false_alarms": s.false_alarms,

@@ -55,7 +55,7 @@ def test_harness_scores_untrained_and_broken_models(evalpkg, tmp_path: Path):
     assert (nan.found_alerts, nan.expected_alerts, nan.false_alarms) == (1, 1, [])
     assert wrong.wrong == ["net.3: expected moved, got at_init"] and wrong.missed == ["net.7: dead-units"]
     table = harness.table(scores)
-    assert "| untrained | crafted | 5 / 5 | - | 0 |" in table
+    assert "| untrained | crafted | 5 / 5 | - | - | 0 |" in table
     assert "**14 / 15 (93.3%)**" in table and "**1 / 2 (50%)**" in table
 
 
