@@ -32,14 +32,18 @@ test: $(VENV)/.installed ## run the test suite
 
 .PHONY: lint
 lint: $(VENV)/.installed ## ruff and mypy
-	$(VENV)/bin/ruff check reportgen tests bench tools
-	$(VENV)/bin/ruff format --check reportgen tests bench tools
+	$(VENV)/bin/ruff check reportgen tests bench tools eval
+	$(VENV)/bin/ruff format --check reportgen tests bench tools eval
 	$(VENV)/bin/mypy reportgen
 
 .PHONY: bench
 bench: $(VENV)/.installed ## speed and memory benchmarks, printed as ratios (installs weightwatcher, dask)
 	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) bench/run.py
+
+.PHONY: eval
+eval: $(VENV)/.installed ## score verdicts and alerts on crafted faults and real trained models (downloads ~120 MB once)
+	$(PY) eval/run.py $(ARGS)
 
 .PHONY: screenshots
 screenshots: $(VENV)/.installed ## regenerate docs/ screenshots from the quickstart report

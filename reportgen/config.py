@@ -12,6 +12,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from reportgen.errors import ConfigError
+from reportgen.init_plan import NAMED, OVERRIDE_ROLES, InitPlan, InitRule, parse_spec
 
 MAX_CONFIG_BYTES = 1 << 20  # a config is a few KB; anything this large is not one
 
@@ -59,19 +60,7 @@ KERAS_APPLICATIONS = [
     "Xception",
 ]
 
-INIT_NAMES = (
-    "glorot_uniform",
-    "glorot_normal",
-    "he_uniform",
-    "he_normal",
-    "lecun_uniform",
-    "lecun_normal",
-    "orthogonal",
-    "random_normal",
-    "random_uniform",
-    "truncated_normal",
-    "pytorch_default",
-)
+INIT_NAMES = NAMED
 
 Format = Literal["html", "pdf", "json"]
 FORMATS: tuple[Format, ...] = ("html", "pdf", "json")
@@ -114,6 +103,47 @@ class LayerSelector(_Strict):
         return "?"
 
 
+InitValue = str | dict[str, Any]
+
+
+class InitOverride(_Strict):
+    """Initializers for the tensors of some layers, picked by name or glob."""
+
+    layers: str | list[str] = Field(description="a layer name or glob, or a list of them")
+    kernel: InitValue | None = None
+    bias: InitValue | None = None
+    gamma: InitValue | None = None
+    beta: InitValue | None = None
+    embedding: InitValue | None = None
+    recurrent_kernel: InitValue | None = None
+    depthwise_kernel: InitValue | None = None
+    pointwise_kernel: InitValue | None = None
+
+    @model_validator(mode="after")
+    def _valid(self) -> InitOverride:
+        given = [role for role in OVERRIDE_ROLES if getattr(self, role) is not None]
+        if not given:
+            raise ValueError(f"give an initializer for at least one of {', '.join(OVERRIDE_ROLES)}")
+        for role in given:
+            try:
+                parse_spec(getattr(self, role))
+            except ValueError as exc:
+                raise ValueError(f"{role}: {exc}") from None
+        if not self.patterns:
+            raise ValueError("'layers' names no layer")
+        return self
+
+    @property
+    def patterns(self) -> tuple[str, ...]:
+        """Return the layer names or globs as a tuple."""
+        return tuple(p for p in ([self.layers] if isinstance(self.layers, str) else self.layers) if p)
+
+    def rule(self) -> InitRule:
+        """Return the override as a rule of the initializer plan."""
+        specs = tuple((r, parse_spec(getattr(self, r))) for r in OVERRIDE_ROLES if getattr(self, r) is not None)
+        return InitRule(self.patterns, specs)
+
+
 class ModelConfig(_Strict):
     """One model: a Keras application or a weights file, and the layers to look at."""
 
@@ -121,7 +151,8 @@ class ModelConfig(_Strict):
     keras: str | None = None
     weights: str | None = None
     path: str | None = None
-    init: str | None = None
+    init: InitValue | None = None
+    init_overrides: list[InitOverride] = Field(default_factory=list)
     seed: int = 0
     layers: list[LayerSelector] | None = None
     params: list[str] = Field(default_factory=lambda: ["kernel", "bias"])
@@ -137,12 +168,19 @@ class ModelConfig(_Strict):
 
     @field_validator("init")
     @classmethod
-    def _known_init(cls, v: str | None) -> str | None:
-        if v is not None and v not in INIT_NAMES:
+    def _known_init(cls, v: InitValue | None) -> InitValue | None:
+        if isinstance(v, str) and v not in INIT_NAMES:
             near = difflib.get_close_matches(v, INIT_NAMES, n=1)
             hint = f" (did you mean {near[0]}?)" if near else ""
             raise ValueError(f"unknown initializer {v!r}{hint}; known: {', '.join(INIT_NAMES)}")
+        if v is not None:
+            parse_spec(v)
         return v
+
+    def init_plan(self) -> InitPlan:
+        """Return the model's initializer statement and per-layer overrides as a plan."""
+        default = parse_spec(self.init) if self.init is not None else None
+        return InitPlan(default, tuple(o.rule() for o in self.init_overrides))
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelConfig:

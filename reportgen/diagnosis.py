@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from reportgen.initializers import InitDistribution
-from reportgen.sources.base import LayerInfo
+from reportgen.sources.base import LayerInfo, TensorRef
 from reportgen.spectral import SpectralMetrics
 from reportgen.stats import ChunkFactory, TensorStats, flat_pieces
 from reportgen.thresholds import DEFAULT, FLOAT16_MAX, Thresholds
@@ -29,7 +29,19 @@ SEVERITIES = ("critical", "warning", "info")
 BOUNDED = ("uniform", "truncated_normal")
 WEIGHT_ROLES = ("kernel", "depthwise_kernel", "pointwise_kernel", "embedding", "recurrent_kernel")
 # Normalisations that subtract a per-channel mean over the batch, cancelling any per-channel bias before them.
-BATCH_NORMS = ("BatchNormalization", "SyncBatchNormalization", "BatchNorm1d", "BatchNorm2d", "BatchNorm3d")
+BATCH_NORMS = (
+    "BatchNormalization",
+    "SyncBatchNormalization",
+    "BatchNorm",
+    "BatchNorm1d",
+    "BatchNorm2d",
+    "BatchNorm3d",
+    "BatchNormalization_",
+)
+NOT_JUDGED_ROLES = ("moving_mean", "moving_variance")
+KNOWN_WEIGHTS = (*WEIGHT_ROLES, "bias", "gamma", "beta")
+# Dtypes whose values training updates by gradient; integer and bool tensors are indices, masks or codes.
+_FLOAT_PREFIXES = ("float", "bfloat")
 BN_BIAS_NOTE = "bias unused: BatchNormalization after it subtracts the batch mean, so its gradient is zero"
 _CHUNK = 1 << 22  # elements per float64 scratch chunk: 32 MiB
 
@@ -160,9 +172,11 @@ def check_init(
     n = stats.finite
     nan = float("nan")
     if dist.family == "constant":
-        equal = 0
+        equal = offset = 0
         for c in chunks():
-            equal += int(np.count_nonzero(c == np.asarray(dist.mean).astype(c.dtype)))
+            want = np.asarray(dist.constant_values(offset, c.size, stats.count)).astype(c.dtype)
+            equal += int(np.count_nonzero(c == want))
+            offset += c.size
         share = equal / stats.count if stats.count else nan
         return InitCheck(
             family="constant",
@@ -246,6 +260,11 @@ def fresh_draw_failures(check: InitCheck, t: Thresholds = DEFAULT) -> list[str]:
     return out
 
 
+def judged(ref: TensorRef) -> bool:
+    """Tell whether a tensor is one training updates, so that it gets a verdict and alerts."""
+    return ref.trainable and ref.role not in NOT_JUDGED_ROLES and ref.dtype.startswith(_FLOAT_PREFIXES)
+
+
 def _primary(layer: LayerInfo, found: list[tuple[str, str, TensorAnalysis]]) -> tuple[str, TensorAnalysis]:
     """Pick the tensor a layer's verdict rests on: its kernel, else a tensor with a known init."""
     for role in WEIGHT_ROLES:
@@ -261,15 +280,14 @@ def _primary(layer: LayerInfo, found: list[tuple[str, str, TensorAnalysis]]) -> 
 def _unknown_hint(ta: TensorAnalysis, t: Thresholds) -> str:
     k = ta.stats.kurtosis
     if math.isfinite(k) and k > t.kurtosis_heavy:
-        text = f"kurtosis {k:.2g} suggests a trained, heavy-tailed layer"
-    elif math.isfinite(k) and k < t.kurtosis_uniform_like:
-        text = f"kurtosis {k:.2g} is flat like a uniform draw, suggesting an untrained layer"
+        text = f"excess kurtosis {k:.2g}: heavier tails than any common init draws, a sign of training"
     elif math.isfinite(k):
-        text = f"kurtosis {k:.2g} is normal-like: a normal init or a lightly trained layer"
+        # Kurtosis at or below 0 does not tell: layers drawn from a uniform keep about -1.1 through training.
+        text = f"excess kurtosis {k:.2g}, as common inits have, so the values alone cannot tell"
     else:
         text = "no finite values"
     sp = ta.spectral
-    if isinstance(sp, SpectralMetrics) and math.isfinite(sp.alpha):
+    if isinstance(sp, SpectralMetrics) and math.isfinite(sp.alpha) and sp.n_evals >= t.alpha_min_evals:
         lo, hi = t.alpha_band
         where = "inside" if lo <= sp.alpha <= hi else "outside"
         text += f"; spectral alpha {sp.alpha:.2f} {where} the trained band [{lo:g}, {hi:g}]"
@@ -280,7 +298,7 @@ def layer_verdict(
     layer: LayerInfo, analyses: dict[tuple[str, str], TensorAnalysis], t: Thresholds = DEFAULT
 ) -> Verdict:
     """Decide whether one layer is still at its initialisation."""
-    keys = [(p, (layer.name, p.name)) for p in layer.params]
+    keys = [(p, (layer.name, p.name)) for p in layer.params if judged(p)]
     found = [(p.name, p.role, analyses[key]) for p, key in keys if key in analyses]
     head = (layer.name, layer.class_name)
     if not found:
@@ -323,15 +341,24 @@ def layer_verdict(
                 f"kurtosis {check.expected_kurtosis:.2f} -> {check.kurtosis:.2f}"
             )
     status = "moved" if failures else "at_init"
-    return Verdict(*head, status, LABELS[status], reason, param, check, moved_by)
+    notes: tuple[str, ...] = ()
+    sp = ta.spectral
+    if status == "at_init" and isinstance(sp, SpectralMetrics) and math.isfinite(sp.alpha):
+        notes = (f"spectral alpha {sp.alpha:.3g} describes a random matrix here, not the quality of training",)
+    return Verdict(*head, status, LABELS[status], reason, param, check, moved_by, notes)
 
 
-def _feeds_batch_norm(layer: LayerInfo, by_name: dict[str, LayerInfo]) -> bool:
+def _feeds_batch_norm(layer: LayerInfo, by_name: dict[str, LayerInfo], after: LayerInfo | None) -> bool:
+    """Tell whether a BatchNorm consumes the layer: from the graph, else the next layer of a flat file."""
     for name in layer.feeds:
         consumer = by_name.get(name) or by_name.get(name.rsplit("/", 1)[-1])
         if consumer is not None and consumer.class_name in BATCH_NORMS:
             return True
-    return False
+    if layer.feeds or after is None or after.class_name not in BATCH_NORMS:
+        return False
+    # Flat name->tensor files record no graph: a BatchNorm of the bias's width right after it is its consumer.
+    bias, gamma = layer.param("bias"), after.param("gamma") or after.param("moving_mean")
+    return bias is not None and gamma is not None and bias.shape == gamma.shape
 
 
 def _tensor_alerts(model: str, layer: LayerInfo, ta: TensorAnalysis, verdict: Verdict, t: Thresholds) -> list[Alert]:
@@ -342,13 +369,23 @@ def _tensor_alerts(model: str, layer: LayerInfo, ta: TensorAnalysis, verdict: Ve
         out.append(Alert(code, severity, model, layer.name, ta.param, message, tuple(numbers)))
 
     if s.nan or s.inf:
-        msg = f"{s.nan} NaN and {s.inf} Inf values: any use of this layer yields NaN"
-        alert("non-finite", "critical", msg, ("nan", s.nan), ("inf", s.inf), ("count", s.count))
+        if ta.role in KNOWN_WEIGHTS:
+            msg = f"{s.nan} NaN and {s.inf} Inf values: any computation that uses this tensor yields NaN or Inf"
+            alert("non-finite", "critical", msg, ("nan", s.nan), ("inf", s.inf), ("count", s.count))
+        else:
+            # A tensor of no known role may be a graph constant: -inf is a legitimate mask value or clamp bound.
+            msg = (
+                f"{s.nan} NaN and {s.inf} Inf values in a tensor of unknown role: a mask or bound constant "
+                "holds such values; a weight would make every output NaN or Inf"
+            )
+            alert("non-finite", "info" if not s.nan else "warning", msg, ("nan", s.nan), ("inf", s.inf))
     constant = s.finite > 1 and s.max == s.min
     constant_init = ta.init is not None and ta.init.family == "constant"
-    if constant and ta.role in (*WEIGHT_ROLES, "gamma", "other") and not constant_init:
+    # A norm's scale of all ones (or shift of zeros) is its initial value in every framework.
+    norm_default = ta.role in ("gamma", "beta") and s.min == (1.0 if ta.role == "gamma" else 0.0)
+    if constant and ta.role in (*WEIGHT_ROLES, "gamma") and not constant_init and not norm_default:
         severity = "critical" if ta.role in WEIGHT_ROLES else "warning"
-        msg = f"all {s.count} values equal {s.min:g}: every unit computes the same, symmetry is never broken"
+        msg = f"all {s.count} values equal {s.min:g}: its units compute the same function, so none can specialise"
         alert("constant-tensor", severity, msg, ("value", s.min), ("count", s.count))
     if ta.dead_units and ta.units and not (constant and s.min == 0):
         share = ta.dead_units / ta.units
@@ -357,20 +394,34 @@ def _tensor_alerts(model: str, layer: LayerInfo, ta: TensorAnalysis, verdict: Ve
         numbers: tuple[tuple[str, float], ...] = (("dead_units", ta.dead_units), ("units", ta.units), ("share", share))
         alert("dead-units", severity, msg, *numbers)
     check = ta.init_check if isinstance(ta.init_check, InitCheck) else None
-    if check is not None and check.family != "constant" and math.isfinite(check.std_ratio) and not constant:
+    # Scale alerts for weights only: a bias's size follows the data, not the fan rule (and folded BatchNorm
+    # shifts make trained conv biases 100x PyTorch's init bound in healthy models).
+    scaled = ta.role in WEIGHT_ROLES and check is not None and check.family != "constant"
+    if scaled and check is not None and math.isfinite(check.std_ratio) and not constant:
         r = check.std_ratio
         if r > t.exploding_scale_ratio:
-            msg = f"std is {r:.3g}x its init std (> {t.exploding_scale_ratio:g}x): the weights blew up"
-            alert("exploding-scale", "warning", msg, ("std_ratio", r), ("std", s.std))
+            severity = "warning" if r > t.exploding_scale_warning else "info"
+            msg = (
+                f"std is {r:.3g}x its init std (> {t.exploding_scale_ratio:g}x); training without weight decay "
+                "can do this, a diverging layer or a wrong initializer statement too"
+            )
+            alert("exploding-scale", severity, msg, ("std_ratio", r), ("std", s.std))
         elif r < t.collapsed_scale_ratio:
-            msg = f"std is {r:.3g}x its init std (< {t.collapsed_scale_ratio:g}x): the weights collapsed"
-            alert("collapsed-scale", "warning", msg, ("std_ratio", r), ("std", s.std))
+            severity = "warning" if r < t.collapsed_scale_warning else "info"
+            msg = (
+                f"std is {r:.3g}x its init std (< {t.collapsed_scale_ratio:g}x): strong weight decay, pruning, "
+                "or a different initializer than the one assumed"
+            )
+            alert("collapsed-scale", severity, msg, ("std_ratio", r), ("std", s.std))
     if ta.role in WEIGHT_ROLES and s.std > 0:
         factor = max(abs(s.max - s.mean), abs(s.min - s.mean)) / s.std
         if factor > t.outlier_factor:
-            msg = f"max |w - mean| is {factor:.3g} std (> {t.outlier_factor:g}): a few weights set its range"
+            msg = (
+                f"max |w - mean| is {factor:.3g} std (> {t.outlier_factor:g}): a few weights set its range, "
+                "which matters for int8 quantisation; trained layers often have such tails"
+            )
             numbers = (("outlier_factor", factor), ("max_abs", s.max_abs), ("std", s.std))
-            alert("extreme-outliers", "warning", msg, *numbers)
+            alert("extreme-outliers", "info", msg, *numbers)
     if s.dtype == "float16" and s.finite:
         sumsq = s.l2**2
         if s.max_abs > t.fp16_margin * FLOAT16_MAX:
@@ -380,11 +431,16 @@ def _tensor_alerts(model: str, layer: LayerInfo, ta: TensorAnalysis, verdict: Ve
             msg = f"sum of squares {sumsq:.4g} overflows a float16 accumulator (max {FLOAT16_MAX:g})"
             alert("fp16-overflow-risk", "info", msg, ("sum_squares", sumsq), ("float16_max", FLOAT16_MAX))
     sp = ta.spectral
-    if isinstance(sp, SpectralMetrics) and math.isfinite(sp.alpha) and verdict.status != "at_init":
+    usable = isinstance(sp, SpectralMetrics) and math.isfinite(sp.alpha) and sp.n_evals >= t.alpha_min_evals
+    if usable and verdict.status == "moved":
+        assert isinstance(sp, SpectralMetrics)
         lo, hi = t.alpha_band
         if not lo <= sp.alpha <= hi:
-            why = "very heavy-tailed (over-fit?)" if sp.alpha < lo else "random-like (under-trained?)"
-            msg = f"spectral alpha {sp.alpha:.2f} outside [{lo:g}, {hi:g}]: {why}"
+            why = "a very heavy-tailed spectrum" if sp.alpha < lo else "a spectrum close to a random matrix's"
+            msg = (
+                f"spectral alpha {sp.alpha:.2f} from {sp.n_evals} eigenvalues is outside [{lo:g}, {hi:g}]: {why}, "
+                "which Martin & Mahoney relate to over- or under-training"
+            )
             alert("alpha-out-of-band", "info", msg, ("alpha", sp.alpha), ("n_evals", sp.n_evals))
     return out
 
@@ -392,9 +448,23 @@ def _tensor_alerts(model: str, layer: LayerInfo, ta: TensorAnalysis, verdict: Ve
 def _bias_findings(
     model: str, layer: LayerInfo, ta: TensorAnalysis, verdict: Verdict, feeds_bn: bool
 ) -> tuple[str | None, Alert | None]:
-    """Explain or flag a bias still exactly at its constant init; return (note, alert)."""
+    """Explain or flag a bias still exactly at its constant init, or exactly zero; return (note, alert)."""
     check = ta.init_check if isinstance(ta.init_check, InitCheck) else None
-    if ta.role != "bias" or check is None or check.family != "constant":
+    if ta.role != "bias":
+        return None, None
+    s = ta.stats
+    if (check is None or check.family != "constant") and s.count > 1 and s.zeros == s.count:
+        # A bias drawn at random (PyTorch's U(+-1/sqrt(fan_in))) or trained does not stay exactly 0.
+        if feeds_bn:
+            return "bias exactly 0: BatchNormalization after it subtracts the batch mean, so it has no effect", None
+        if verdict.status != "moved":
+            return None, None
+        msg = (
+            f"all {s.count} values are exactly 0 although the {verdict.param} moved and the assumed initializer "
+            "does not draw zeros: the bias may have been zeroed, disabled or not loaded"
+        )
+        return None, Alert("zero-bias", "warning", model, layer.name, ta.param, msg, (("count", float(s.count)),))
+    if check is None or check.family != "constant":
         return None, None
     if check.const_share != 1.0:
         # The bias trained while the kernel kept its initial draw: bias-only fine-tuning, or a frozen kernel.
@@ -407,7 +477,10 @@ def _bias_findings(
     if verdict.status != "moved":
         return None, None
     value = ta.init.mean if ta.init is not None else 0.0
-    msg = f"bias still exactly at its init {value:g} although the {verdict.param} moved: frozen, or unused?"
+    msg = (
+        f"all {ta.stats.count} values still exactly at their init {value:g} although the {verdict.param} moved: "
+        "a bias that trains leaves its constant, so it may be frozen, unused or not loaded"
+    )
     numbers = (("value", value), ("count", float(ta.stats.count)))
     return None, Alert("bias-at-init", "warning", model, layer.name, ta.param, msg, numbers)
 
@@ -450,14 +523,15 @@ def diagnose_model(
     position: dict[str, int] = {}
     ranked: list[tuple[int, int, Alert]] = []
     for pos, layer in enumerate(layers):
-        if not layer.params:
-            continue
+        if not any(judged(p) for p in layer.params):
+            continue  # buffers, index vectors and graph constants are listed but not judged
         verdict = layer_verdict(layer, analyses, t)
-        feeds_bn = _feeds_batch_norm(layer, by_name)
+        after = next((n for n in layers[pos + 1 :] if n.params), None)
+        feeds_bn = _feeds_batch_norm(layer, by_name, after)
         notes = []
         for p in layer.params:
             ta = analyses.get((layer.name, p.name))
-            if ta is None:
+            if ta is None or not judged(p):
                 continue
             for a in _tensor_alerts(model, layer, ta, verdict, t):
                 ranked.append((SEVERITIES.index(a.severity), pos, a))
@@ -473,15 +547,18 @@ def diagnose_model(
     counts = {s: sum(v.status == s for v in verdicts) for s in STATUSES}
     known = counts["at_init"] + counts["moved"]
     trained = counts["moved"] / known > t.trained_majority if known else None
-    if trained:
+    if counts["moved"] and counts["at_init"]:
+        # Whatever the share: one layer at its fresh draw beside layers that moved is worth a look.
         for v in (v for v in verdicts if v.status == "at_init"):
             numbers = tuple((k, x) for k, x in v.moved_by if k in ("ks_pvalue", "std_ratio", "changed_share"))
+            numbers += (("at_init_layers", float(counts["at_init"])), ("moved_layers", float(counts["moved"])))
             msg = (
-                f"{v.layer} is still at initialisation while the model is trained: "
-                "frozen by mistake, or its weights were not loaded"
+                f"{v.layer} is indistinguishable from its initial draw while {counts['moved']} of {known} layers "
+                f"with a known initializer moved ({counts['at_init']} at init): it may be frozen, re-initialised "
+                "or not loaded, or it trained less than the test can resolve"
             )
-            alert = Alert("at-init-in-trained-model", "critical", model, v.layer, v.param, msg, numbers)
-            ranked.append((0, position[v.layer], alert))
+            alert = Alert("at-init-in-trained-model", "warning", model, v.layer, v.param, msg, numbers)
+            ranked.append((1, position[v.layer], alert))
     ranked.sort(key=lambda r: (r[0], r[1]))  # stable: within a layer, tensor order is kept
     return ModelDiagnosis(
         model=model,

@@ -36,6 +36,7 @@ KNOWN_KINDS = (
     "ones",
     "constant",
     "pytorch_default",
+    "keras_lstm_bias",
 )
 
 
@@ -93,6 +94,7 @@ class InitDistribution:
     limit: float | None  # half-width of a uniform; cut point of a truncated normal
     mean: float = 0.0
     base_std: float | None = None  # sigma of the normal before truncation
+    forget_gate_ones: bool = False  # constant: Keras LSTM bias, zeros but ones on the forget gate's quarter
 
     @property
     def variance(self) -> float:
@@ -123,7 +125,17 @@ class InitDistribution:
             return f"N({self.mean:.3g}, {self.std:.4g}^2)"
         if self.family == "orthogonal":
             return f"orthogonal, entries ~ N(0, {self.std:.4g}^2)"
+        if self.forget_gate_ones:
+            return "zeros, ones on the forget gate (unit_forget_bias)"
         return f"constant {self.mean:g}"
+
+    def constant_values(self, offset: int, size: int, total: int) -> np.ndarray | float:
+        """Return the initial value at flat positions offset..offset+size of a constant-family tensor."""
+        if not self.forget_gate_ones:
+            return self.mean
+        pos = np.arange(offset, offset + size)
+        quarter = total // 4
+        return ((pos >= quarter) & (pos < 2 * quarter)).astype(np.float64)
 
 
 def _variance_scaling(spec: InitSpec, scale: float, mode: str, dist: str, fans: tuple[int, int]) -> InitDistribution:
@@ -181,6 +193,8 @@ def distribution(
         cols = shape[-1] if shape else 1
         std = float(spec.param("gain", 1.0)) / math.sqrt(max(rows, cols))
         return InitDistribution(spec, "orthogonal", *fans, std**2, std, None)
+    if kind == "keras_lstm_bias":
+        return InitDistribution(spec, "constant", None, None, 0.0, 0.0, None, 0.0, forget_gate_ones=True)
     if kind in ("zeros", "ones", "constant"):
         value = {"zeros": 0.0, "ones": 1.0}.get(kind, float(spec.param("value", 0.0)))
         return InitDistribution(spec, "constant", None, None, 0.0, 0.0, None, value)

@@ -18,8 +18,9 @@ from reportgen import __version__
 from reportgen.analysis import AnalysisOptions
 from reportgen.config import LoadedConfig, ModelConfig
 from reportgen.diagnosis import Alert, diagnose_model
-from reportgen.errors import NetworkError, ReportgenError, SourceError
+from reportgen.errors import NetworkError, ReportgenError, SelectionError, SourceError
 from reportgen.executor import Executors, reopen_recipe
+from reportgen.init_plan import PlannedSource
 from reportgen.output import preflight, sha256_bytes, write_atomically
 from reportgen.report_model import (
     ModelView,
@@ -83,10 +84,21 @@ def library_versions() -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
-def open_model(loaded: LoadedConfig, index: int, mc: ModelConfig) -> WeightSource:
-    """Open the weights source a model entry names."""
-    from reportgen import initializers
+def open_model(loaded: LoadedConfig, index: int, mc: ModelConfig) -> PlannedSource:
+    """Open the weights source a model entry names, with the initializers its config and file give."""
+    path = loaded.resolve(mc.path) if mc.path is not None else None
+    source = PlannedSource(_open_source(loaded, index, mc), mc.init_plan(), path)
+    for i, hits in enumerate(source.rule_hits):
+        if not hits:
+            source.close()
+            where = loaded.where("models", index, "init_overrides", i, "layers")
+            names = ", ".join(mc.init_overrides[i].patterns)
+            raise SelectionError(f"{where}: {names!r} matches no layer of {mc.name!r}")
+    return source
 
+
+def _open_source(loaded: LoadedConfig, index: int, mc: ModelConfig) -> WeightSource:
+    """Open the weights source a model entry names, as the file has it."""
     if mc.keras is not None:
         from reportgen.sources.keras_app import build_application
 
@@ -107,9 +119,8 @@ def open_model(loaded: LoadedConfig, index: int, mc: ModelConfig) -> WeightSourc
     path = loaded.resolve(mc.path)
     if not path.exists():
         raise SourceError(f"{loaded.where('models', index, 'path')}: no such file or folder: {path}")
-    init = initializers.spec_from_name(mc.init) if mc.init else None
     try:
-        return open_path(path, init=init)
+        return open_path(path)
     except SourceError as exc:
         raise SourceError(f"{loaded.where('models', index, 'path')}: {exc}") from None
 
@@ -127,7 +138,7 @@ def build_report_model(
     timings = timings if timings is not None else {}
     aopts = AnalysisOptions(bins=cfg.bins, spectral=cfg.spectral, spectral_fit=cfg.spectral_fit)
     views: list[ModelView] = []
-    sources: list[tuple[int, ModelConfig, WeightSource]] = []
+    sources: list[tuple[int, ModelConfig, PlannedSource]] = []
     t0 = time.perf_counter()
     for i, mc in enumerate(cfg.models):
         if progress:
@@ -145,7 +156,8 @@ def build_report_model(
             where = f"{loaded.where('models', i)}."
             chosen = select(layers, mc.layers, mc.params, mc.name, where=where)
             t1 = time.perf_counter()
-            recipe = reopen_recipe(source, loaded.resolve(mc.path) if mc.path else None, mc.init)
+            # Workers get each tensor's initializer with its job, so they reopen the file as it is.
+            recipe = reopen_recipe(source, loaded.resolve(mc.path) if mc.path else None, None)
             analyses = executors.analyze(source, layers, aopts, recipe, mc.name, progress)
             timings["analysis"] += time.perf_counter() - t1
             diag = diagnose_model(mc.name, layers, analyses)
@@ -162,7 +174,7 @@ def build_report_model(
                     analyses=analyses,
                     selected=selected,
                     diagnosis=diag,
-                    init_statement=mc.init,
+                    init_statement=source.note or None,
                 )
             )
     finally:
