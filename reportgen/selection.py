@@ -65,6 +65,12 @@ def _pick_params(layer: LayerInfo, wanted: list[str]) -> tuple[TensorRef, ...]:
     return tuple(p for p in layer.params if p.name in wanted or p.role in wanted)
 
 
+def _fallback_params(layer: LayerInfo) -> tuple[TensorRef, ...]:
+    """Return what a default selection shows of a layer that has no kernel or bias: its trainable tensors."""
+    trained = tuple(p for p in layer.params if p.trainable)
+    return trained or layer.params
+
+
 def _with_weights(layers: list[LayerInfo]) -> list[LayerInfo]:
     return [layer for layer in layers if layer.params]
 
@@ -156,6 +162,10 @@ def select(
             if layer.name in taken:
                 continue
             params = _pick_params(layer, wanted)
+            if not params and not explicit:
+                # A default must never fail: an Embedding, a bias-free SeparableConv2D or a buffer-only
+                # layer shows what it has instead of the kernel and bias it lacks.
+                params = _fallback_params(layer)
             if not params:
                 have = ", ".join(p.name for p in layer.params)
                 raise SelectionError(

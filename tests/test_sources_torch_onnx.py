@@ -126,7 +126,7 @@ def test_checkpoint_wrappers_are_unwrapped(tmp_path: Path, key: str) -> None:
     ("payload", "message"),
     [
         ([1, 2, 3], r"list\.pt: not a state dict"),
-        ({"fc.weight": 3}, r"list\.pt: state dict\['fc.weight'\]: a int, not a tensor"),
+        ({"fc.weight": 3}, r"list\.pt: no tensors in the state dict \(not read: state dict\['fc.weight'\] \(a int\)\)"),
         ({}, r"list\.pt: the state dict is empty"),
     ],
 )
