@@ -121,3 +121,50 @@ def test_selection_errors(selector: LayerSelector, message: str) -> None:
     with pytest.raises(SelectionError) as info:
         select(LAYERS, [selector], ["kernel"], "m", where="cfg: ")
     assert str(info.value) == message
+
+
+def _ref(name: str, role: str, shape: tuple[int, ...], trainable: bool = True) -> TensorRef:
+    return TensorRef(f"x/{name}", name, role, shape, "float32", trainable=trainable)
+
+
+def test_default_selection_never_fails_on_layers_without_kernel_or_bias() -> None:
+    """Embedding first, bias-free SeparableConv2D and a buffer-only layer last: the default shows what each has."""
+    layers = [
+        LayerInfo("embed", "Embedding", 0, (_ref("embeddings", "embedding", (30, 8)),)),
+        LayerInfo(
+            "sep1",
+            "SeparableConv2D",
+            1,
+            (
+                _ref("depthwise_kernel", "depthwise_kernel", (3, 3, 8, 1)),
+                _ref("pointwise_kernel", "pointwise_kernel", (1, 1, 8, 8)),
+            ),
+        ),
+        LayerInfo(
+            "sep2",
+            "SeparableConv2D",
+            2,
+            (
+                _ref("depthwise_kernel", "depthwise_kernel", (3, 3, 8, 1)),
+                _ref("pointwise_kernel", "pointwise_kernel", (1, 1, 8, 8)),
+            ),
+        ),
+        LayerInfo("fc", "Dense", 3, (_ref("kernel", "kernel", (8, 4)), _ref("bias", "bias", (4,)))),
+        LayerInfo("stats", "Unknown", 4, (_ref("running_mean", "moving_mean", (4,), trainable=False),)),
+    ]
+    got = names(select(layers, None, ["kernel", "bias"], "m"))
+    assert got == [
+        ("embed", "first embedding", ("embeddings",)),
+        ("sep1", "first separable convolutional", ("depthwise_kernel", "pointwise_kernel")),
+        ("sep2", "last separable convolutional", ("depthwise_kernel", "pointwise_kernel")),
+        ("fc", "first fully connected", ("kernel", "bias")),
+    ]
+    # Only the buffer layer is left: the fallback picks it by name and shows its one tensor.
+    only = names(select(layers[4:], None, ["kernel", "bias"], "m"))
+    assert only == [("stats", "stats", ("running_mean",))]
+
+
+def test_explicit_selector_still_says_what_is_missing() -> None:
+    layers = [LayerInfo("embed", "Embedding", 0, (_ref("embeddings", "embedding", (30, 8)),))]
+    with pytest.raises(SelectionError, match=r"layer 'embed' has none of the parameters \['kernel'\]"):
+        select(layers, [LayerSelector(name="embed")], ["kernel"], "m")
