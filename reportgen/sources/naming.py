@@ -46,7 +46,14 @@ _BUFFER_NAMES = {
     "relative_position_index",
     "attn_mask",
     "mask",
+    # Quantization parameters: derived from the weight they scale, not trained.
+    "weight_scale",
+    "weight_zero_point",
+    "zero_point",
+    "input_scale",
 }
+# A sibling that marks an integer weight as quantized (its codes hold learned values).
+_SCALE_SIBLINGS = {"weight_scale", "scale"}
 # Roles that name running statistics rather than learned values.
 _BUFFER_ROLES = {"moving_mean", "moving_variance"}
 # GPT-2 names its token and position tables wte / wpe.
@@ -235,7 +242,8 @@ def group_layers(
         for param, t in members:
             role = t.role or param_role(name, param, t.shape, siblings)
             if t.trainable is None:
-                trainable = not is_buffer(param, role, t.shape, t.dtype, quantized=bool(t.quant))
+                quantized = bool(t.quant) or (param == "weight" and bool(_SCALE_SIBLINGS & set(siblings)))
+                trainable = not is_buffer(param, role, t.shape, t.dtype, quantized=quantized)
             else:
                 trainable = t.trainable
             refs.append(
