@@ -278,7 +278,8 @@ def _depth_trend(m: ModelView) -> list[Finding]:
         if left:
             shown = ", ".join(left[:4]) + (f" and {len(left) - 4} more" if len(left) > 4 else "")
             scope = (
-                f"the {len(chain)} {friendly(kind)} kernels on the main path of {m.name} (side layers {shown} left out)"
+                f"the {len(chain)} {friendly(kind)} kernels on the main path of {m.name} "
+                f"(left out as side branches or narrow heads: {shown})"
             )
         out.append(
             Finding(

@@ -172,7 +172,8 @@ def test_init_bound_ratio_never_prints_as_one() -> None:
 # ---------------------------------------------------------------- depth trends, checked against the arrays
 
 _TREND = re.compile(
-    r"^Mean \|w\| of the (\d+) (.+?) kernels (?:on the main path )?of (.+?)(?: \(side layers (.+?) left out\))? "
+    r"^Mean \|w\| of the (\d+) (.+?) kernels (?:on the main path )?of (.+?)"
+    r"(?: \(left out as side branches or narrow heads: (.+?)\))? "
     r"(falls|rises|shows no steady trend) with depth \(rank correlation (-?[0-9.]+)\): "
     r"([-0-9.e]+) in (\S+), ([-0-9.e]+) in (\S+); (.*)\.$"
 )
@@ -299,7 +300,7 @@ def test_trend_follows_the_graph_main_path_not_side_heads() -> None:
     (f,) = _depth_trend(_view(arrays, feeds=feeds))
     way, path, _ = check_trend_sentence(f.text, arrays)
     assert path == [f"conv{i}" for i in range(1, 6)] and way == "falls"
-    assert "side layers head1, head2, head3, head4 and 2 more left out" in f.text
+    assert "(left out as side branches or narrow heads: head1, head2, head3, head4 and 2 more)" in f.text
 
 
 def test_hed_trend_leaves_out_its_side_output_heads() -> None:
@@ -332,7 +333,7 @@ def test_hed_trend_leaves_out_its_side_output_heads() -> None:
     (f,) = _depth_trend(view)
     _, main, _ = check_trend_sentence(f.text, kernels)
     assert main == [n for n in kernels if n.startswith("block")]
-    assert "side layers dsn1, dsn2, dsn3, dsn4 and 2 more left out" in f.text
+    assert "(left out as side branches or narrow heads: dsn1, dsn2, dsn3, dsn4 and 2 more)" in f.text
 
 
 def test_untrained_vgg16_trend_is_said_to_come_from_the_fan_rule() -> None:

@@ -168,3 +168,21 @@ def test_explicit_selector_still_says_what_is_missing() -> None:
     layers = [LayerInfo("embed", "Embedding", 0, (_ref("embeddings", "embedding", (30, 8)),))]
     with pytest.raises(SelectionError, match=r"layer 'embed' has none of the parameters \['kernel'\]"):
         select(layers, [LayerSelector(name="embed")], ["kernel"], "m")
+
+
+def test_default_first_layer_of_a_type_skips_a_fixed_basis() -> None:
+    """An STFT basis stored as a conv kernel (a buffer) is not the 'first convolutional' layer."""
+    layers = [
+        LayerInfo("stft", "Conv", 0, (_ref("forward_basis_buffer", "other", (16, 1, 8), trainable=False),)),
+        LayerInfo("enc0", "Conv", 1, (_ref("weight", "kernel", (8, 16, 3)), _ref("bias", "bias", (8,)))),
+        LayerInfo("enc1", "Conv", 2, (_ref("weight", "kernel", (8, 8, 3)), _ref("bias", "bias", (8,)))),
+    ]
+    got = names(select(layers, None, ["weight", "bias"], "m"))
+    assert got == [
+        ("enc0", "first convolutional", ("weight", "bias")),
+        ("enc1", "last convolutional", ("weight", "bias")),
+    ]
+    # Asked for by name, the basis is still there to look at.
+    assert names(select(layers, [LayerSelector(name="stft")], ["all"], "m")) == [
+        ("stft", "stft", ("forward_basis_buffer",))
+    ]

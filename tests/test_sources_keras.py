@@ -389,3 +389,12 @@ def test_wrapper_cells_and_batchnorm_without_a_config(wrapped: dict) -> None:
                     assert ref.trainable is not frozen, (file, layer.name, ref.name)
             bn = next(lay for lay in src.layers() if lay.class_name == "BatchNormalization")
             assert np.array_equal(src.read(bn.param("moving_variance")), by_path["bn/moving_variance"])
+
+
+def test_weights_file_without_weights_is_a_source_error(tmp_path: Path) -> None:
+    """A Keras 3 weights file whose layers hold no variables: an error naming the file, not an empty report."""
+    path = tmp_path / "empty.weights.h5"
+    with h5py.File(path, "w") as f:
+        f.create_group("layers/dropout/vars")
+    with pytest.raises(SourceError, match=r"empty\.weights\.h5: no weights found \(Keras 3 weights file"):
+        open_path(path)
