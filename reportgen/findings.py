@@ -23,6 +23,8 @@ TREND_RHO = 0.5
 # A layer at the end of the main path whose output is this many times narrower than the path's median
 # width is a scoring head (HED's 1-channel side outputs), not part of the feature hierarchy.
 HEAD_NARROWING = 16
+# An end-to-end change this many times the initializer's own is said to be training's doing.
+STEEPER = 1.5
 # Importance of each kind of finding, for ranking: what needs action first, comparisons last.
 IMPORTANCE = {"init": 0.6, "bias": 0.7, "trend": 0.4, "comparison": 0.3}
 
@@ -30,7 +32,7 @@ IMPORTANCE = {"init": 0.6, "bias": 0.7, "trend": 0.4, "comparison": 0.3}
 def _ratio_words(r: float) -> str:
     """Write a ratio to its limit with enough digits that a value below 1 never prints as 1."""
     if r >= 1.0:
-        return "at its limit (float32 rounding of the bound)"
+        return "at its limit, up to the float32 rounding of the bound"
     for digits in range(6, 10):
         text = plain(r, digits)
         if float(text) < 1.0:
@@ -64,11 +66,11 @@ def _init_bounds(m: ModelView) -> list[Finding]:
         return [
             Finding(
                 f"All {total} kernels of {m.name} lie inside their {bound}: "
-                f"the largest |w| is {_ratio_words(worst[0])} ({worst[1]}).",
+                f"the largest |w|, in {worst[1]}, is {_ratio_words(worst[0])}.",
                 m.name,
                 worst[1],
                 "init",
-                IMPORTANCE["init"] - 0.3,  # a confirmation, not a problem
+                round(IMPORTANCE["init"] - 0.3, 2),  # a confirmation, not a problem
             )
         ]
     outside.sort(reverse=True)
@@ -88,7 +90,8 @@ def _init_bounds(m: ModelView) -> list[Finding]:
 def _shows_training(m: ModelView) -> bool:
     """Tell whether the weights themselves show training: layers moved from their initial draw."""
     diagnosis = getattr(m, "diagnosis", None)
-    return bool(diagnosis is not None and diagnosis.moved)
+    source = getattr(m, "source", None)
+    return bool(diagnosis is not None and diagnosis.moved) or getattr(source, "trained", None) is True
 
 
 def _zero_init(a: Any) -> bool | None:
@@ -126,21 +129,25 @@ def _biases(m: ModelView) -> list[Finding]:
         one = len(rows) == 1
         bn = [r for r in zeros if r[2]]
         inits = {r[3] for r in zeros}
+        if inits == {True}:
+            text += " (its initial value)" if one else " (their initial value)"
         if bn and len(bn) == len(zeros) and trained:
             # Only where other layers moved is a zero bias evidence that training left it alone.
             which = "it is" if one else "each is"
-            text += f"; {which} followed by BatchNormalization, which removes any bias, so it never trains."
+            text += f"; {which} followed by BatchNormalization, which removes any bias, so it never trains"
         elif bn:
-            lead = "it feeds" if one else f"{len(bn)} of them {'feeds' if len(bn) == 1 else 'feed'}"
-            text += f"; {lead} BatchNormalization, which makes a bias redundant."
-        elif inits == {True}:
-            text += " (its initial value)." if one else " (their initial value)."
-        elif inits == {False}:
+            if one:
+                lead = "it feeds"
+            elif len(bn) == len(zeros):
+                lead = "each feeds"
+            else:
+                lead = f"{len(bn)} of them {'feeds' if len(bn) == 1 else 'feed'}"
+            text += f"; {lead} BatchNormalization, which makes a bias redundant"
+        if inits == {False}:
             what = "its initializer draws" if one else "their initializer draws"
-            text += f"; {what} nonzero values, so 0 was set after initialisation."
-        else:
-            text += "."
-        weight = IMPORTANCE["bias"] if trained or inits == {False} else IMPORTANCE["bias"] - 0.4
+            text += f"; {what} nonzero values, so 0 was set after initialisation"
+        text += "."
+        weight = IMPORTANCE["bias"] if trained or inits == {False} else round(IMPORTANCE["bias"] - 0.4, 2)
         out.append(Finding(text, m.name, zeros[0][0], "bias", weight))
     return out
 
@@ -240,10 +247,18 @@ def _init_trend(analyses: list[Any], values: np.ndarray, way: str) -> str:
         return ""
     init_way = direction(np.array(stds))
     if init_way == way:
+        start, now = _overall(np.array(stds)), _overall(values)
+        change = now / start
+        if change >= STEEPER:
+            effect = f"; training made it {plain(change, 3)}× stronger end to end"
+        elif change <= 1 / STEEPER:
+            effect = f"; training made it {plain(1 / change, 3)}× weaker end to end"
+        else:
+            effect = ""
         return (
             f"; their initializer's std already {way} the same way ({plain(stds[0])} to {plain(stds[-1])}, "
-            f"{plain(_overall(np.array(stds)), 3)}× end to end against {plain(_overall(values), 3)}× in the weights), "
-            "so the trend is present at initialisation"
+            f"{plain(start, 3)}× end to end against {plain(now, 3)}× in the weights), "
+            f"so the trend is present at initialisation{effect}"
         )
     return f"; their initializer's std {init_way} with depth, so the trend arose after initialisation"
 

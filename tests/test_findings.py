@@ -39,7 +39,7 @@ def test_init_bound_finding_matches_the_arrays(built: Path, digits_models: Digit
     f = _one(findings, "untrained", "init")
     assert f["text"].startswith(f"All {len(ratios)} kernels of untrained lie inside their glorot_uniform bound")
     assert f["layer"] == worst
-    reported = float(re.search(r"the largest \|w\| is ([0-9.]+) of its limit", f["text"]).group(1))
+    reported = float(re.search(r"the largest \|w\|, in \S+, is ([0-9.]+) of its limit", f["text"]).group(1))
     assert reported == pytest.approx(ratios[worst], abs=5e-6)
 
     trained = {name: _glorot_ratio(w[0]) for name, w in digits_models.trained_arrays.items() if w[0].ndim >= 2}
@@ -129,7 +129,10 @@ def test_bias_finding_wording_follows_the_counts() -> None:
         "initialisation."
     ]
     one_bn = _fake_model({"c": ("Conv2D", np.zeros(3), ["bn"])}, init="zeros", moved=3)
-    assert _biases(one_bn)[0].text.startswith("The Conv2D bias of m (c) is exactly 0; it is followed by")
+    assert _biases(one_bn)[0].text == (
+        "The Conv2D bias of m (c) is exactly 0 (its initial value); it is followed by BatchNormalization, "
+        "which removes any bias, so it never trains."
+    )
     mixed = _fake_model(
         {
             "c1": ("Conv2D", np.zeros(3), ["bn"]),
@@ -154,7 +157,8 @@ def test_training_claim_needs_evidence_of_training() -> None:
     untrained = _biases(_fake_model(biases, init="zeros", moved=0))[0]
     assert "never trains" not in untrained.text
     assert untrained.text == (
-        "All 2 Conv2D biases of m are exactly 0; 2 of them feed BatchNormalization, which makes a bias redundant."
+        "All 2 Conv2D biases of m are exactly 0 (their initial value); each feeds BatchNormalization, "
+        "which makes a bias redundant."
     )
     trained = _biases(_fake_model(biases, init="zeros", moved=2))[0]
     assert trained.text.endswith("each is followed by BatchNormalization, which removes any bias, so it never trains.")
@@ -366,3 +370,24 @@ def test_untrained_vgg16_trend_is_said_to_come_from_the_fan_rule() -> None:
     (g,) = _depth_trend(_view(flat, init="random_normal"))
     way, _, rest = check_trend_sentence(g.text, flat)
     assert way == "falls" and rest.endswith("so the trend arose after initialisation")
+
+
+def test_trend_steepened_by_training_says_by_how_much() -> None:
+    """Glorot draws scaled down with depth, as in fine-tuned VGG-16: the fan rule starts it, training steepens it."""
+    from reportgen.findings import _depth_trend
+
+    rng = np.random.default_rng(4)
+    widths = [3, 32, 32, 64, 64, 128]
+    arrays, stds = {}, []
+    for i in range(1, len(widths)):
+        fan_in, fan_out = 9 * widths[i - 1], 9 * widths[i]
+        limit = math.sqrt(6.0 / (fan_in + fan_out))
+        stds.append(limit / math.sqrt(3.0))
+        arrays[f"conv{i}"] = (rng.uniform(-limit, limit, (3, 3, widths[i - 1], widths[i])) / i**1.5).astype("f4")
+    (f,) = _depth_trend(_view(arrays, init="glorot_uniform"))
+    way, path, rest = check_trend_sentence(f.text, arrays)
+    assert way == "falls"
+    means = [float(np.abs(arrays[n].astype(np.float64)).mean()) for n in (path[0], path[-1])]
+    stronger = re.search(r"training made it ([0-9.]+)× stronger end to end$", rest)
+    assert stronger is not None, rest
+    assert float(stronger.group(1)) == pytest.approx((means[0] / means[1]) / (stds[0] / stds[-1]), rel=5e-3)
