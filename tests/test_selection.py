@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from reportgen.config import LayerSelector
@@ -186,3 +189,31 @@ def test_default_first_layer_of_a_type_skips_a_fixed_basis() -> None:
     assert names(select(layers, [LayerSelector(name="stft")], ["all"], "m")) == [
         ("stft", "stft", ("forward_basis_buffer",))
     ]
+
+
+def test_build_with_only_a_path_reads_embedding_first_and_buffer_last(tmp_path: Path) -> None:
+    """A checkpoint whose first layer is an Embedding and whose last tensors are buffers builds with exit 0."""
+    torch = pytest.importorskip("torch")
+    from reportgen.cli import main
+
+    torch.manual_seed(0)
+    net = torch.nn.ModuleDict(
+        {
+            "embed": torch.nn.Embedding(20, 8),
+            "proj": torch.nn.Linear(8, 8),
+            "out": torch.nn.Linear(8, 4),
+            "norm": torch.nn.BatchNorm1d(4),
+        }
+    )
+    state = {"model_state": {**net.state_dict(), "pos.position_ids": torch.arange(8)[None]}, "step": 10}
+    torch.save(state, tmp_path / "ckpt.pt")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        f"title: t\noutput: {tmp_path / 'r'}\nformats: [json]\nmodels:\n  - name: m\n    path: {tmp_path / 'ckpt.pt'}\n"
+    )
+    assert main(["build", str(cfg), "--quiet"]) == 0
+    doc = json.loads((tmp_path / "r" / "stats.json").read_text())
+    (model,) = doc["models"]
+    picked = [(s["layer"], s["params"]) for s in model["selected"]]
+    assert picked == [("embed", ["weight"]), ("proj", ["weight", "bias"]), ("out", ["weight", "bias"])]
+    assert "not read: checkpoint['step']" in model["source"]["description"]

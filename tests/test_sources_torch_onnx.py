@@ -546,3 +546,36 @@ def test_onnx_without_weights_is_a_source_error(tmp_path: Path) -> None:
     onnx.save_model(helper.make_model(graph), str(path))
     with pytest.raises(SourceError, match=r"relu\.onnx: no weights found: 1 nodes, no initializer and no Constant"):
         OnnxSource(path)
+
+
+def test_onnx_quantized_weight_through_dequantize_is_trainable(tmp_path: Path) -> None:
+    """int8 codes reach MatMul through DequantizeLinear: learned values; the scale and zero point are not."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    from reportgen.sources.onnx_file import OnnxSource
+
+    codes = np.arange(-6, 6, dtype=np.int8).reshape(4, 3)
+    inits = [
+        numpy_helper.from_array(codes, "w_q"),
+        numpy_helper.from_array(np.array(0.05, "f4"), "w_scale"),
+        numpy_helper.from_array(np.array(0, np.int8), "w_zero"),
+    ]
+    nodes = [
+        helper.make_node("DequantizeLinear", ["w_q", "w_scale", "w_zero"], ["w"], name="/fc/Dequant"),
+        helper.make_node("MatMul", ["x", "w"], ["y"], name="/fc/MatMul"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "q",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])],
+        initializer=inits,
+    )
+    path = tmp_path / "q.onnx"
+    onnx.save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    src = OnnxSource(path)
+    refs = {p.key: p for layer in src.layers() for p in layer.params}
+    assert (refs["w_q"].role, refs["w_q"].trainable) == ("kernel", True)
+    assert not refs["w_scale"].trainable and not refs["w_zero"].trainable
+    np.testing.assert_array_equal(src.read(refs["w_q"]), codes)
