@@ -101,6 +101,7 @@ class Finding:
     model: str | None = None
     layer: str | None = None
     kind: str = "observation"  # observation | init | trend | comparison | bias
+    importance: float = 0.5  # 0..1, for ranking: how much the finding asks for attention
 
 
 @dataclass(frozen=True)

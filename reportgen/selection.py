@@ -65,24 +65,36 @@ def _pick_params(layer: LayerInfo, wanted: list[str]) -> tuple[TensorRef, ...]:
     return tuple(p for p in layer.params if p.name in wanted or p.role in wanted)
 
 
+def _fallback_params(layer: LayerInfo) -> tuple[TensorRef, ...]:
+    """Return what a default selection shows of a layer that has no kernel or bias: its trainable tensors."""
+    trained = tuple(p for p in layer.params if p.trainable)
+    return trained or layer.params
+
+
 def _with_weights(layers: list[LayerInfo]) -> list[LayerInfo]:
     return [layer for layer in layers if layer.params]
+
+
+def _learned(layers: list[LayerInfo]) -> list[LayerInfo]:
+    """Return layers with a trainable tensor, or all layers with weights when none has one."""
+    # A conv that only holds a fixed basis (an STFT buffer) is not what "first convolutional" means.
+    return [layer for layer in layers if any(p.trainable for p in layer.params)] or _with_weights(layers)
 
 
 def default_selectors(layers: list[LayerInfo]) -> list[LayerSelector]:
     """Return first/last of each weighted convolution and dense type present, in depth order."""
     seen: list[str] = []
-    for layer in _with_weights(layers):
+    for layer in _learned(layers):
         kind = layer.class_name
         if kind in FRIENDLY and not is_normalization(kind) and kind not in seen:
             seen.append(kind)
     out: list[LayerSelector] = []
     for t in seen:
         out.append(LayerSelector(role=f"first {t}"))
-        if sum(1 for layer in layers if layer.class_name == t) > 1:
+        if sum(1 for layer in _learned(layers) if layer.class_name == t) > 1:
             out.append(LayerSelector(role=f"last {t}"))
     if not out and _with_weights(layers):
-        first, last = _with_weights(layers)[0], _with_weights(layers)[-1]
+        first, last = _learned(layers)[0], _learned(layers)[-1]
         out = [LayerSelector(name=first.name)] + ([LayerSelector(name=last.name)] if last != first else [])
     return out
 
@@ -124,7 +136,8 @@ def _match(sel: LayerSelector, layers: list[LayerInfo], model: str, where: str) 
         assert m is not None  # the schema checked the form
         order, kind = m.group(1), m.group(2)
     assert kind is not None
-    found = [layer for layer in _with_weights(layers) if layer.class_name.lower() == kind.lower()]
+    found = [layer for layer in _learned(layers) if layer.class_name.lower() == kind.lower()]
+    found = found or [layer for layer in _with_weights(layers) if layer.class_name.lower() == kind.lower()]
     if not found:
         types = sorted({layer.class_name for layer in _with_weights(layers)})
         raise SelectionError(
@@ -156,6 +169,10 @@ def select(
             if layer.name in taken:
                 continue
             params = _pick_params(layer, wanted)
+            if not params and not explicit:
+                # A default must never fail: an Embedding, a bias-free SeparableConv2D or a buffer-only
+                # layer shows what it has instead of the kernel and bias it lacks.
+                params = _fallback_params(layer)
             if not params:
                 have = ", ".join(p.name for p in layer.params)
                 raise SelectionError(

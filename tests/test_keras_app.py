@@ -102,3 +102,38 @@ def test_untrained_application_is_the_same_every_build(vgg16) -> None:  # type: 
     finally:
         again.close()
         other.close()
+
+
+@pytest.mark.slow
+def test_mobilenet_depthwise_initializers_match_the_keras_archive(tmp_path: Path) -> None:
+    """Every DepthwiseConv2D gets its depthwise_initializer, the same one the .keras reader finds."""
+    import keras
+
+    from reportgen.sources.keras_files import KerasArchiveSource
+
+    source = build_application("MobileNet", None, "MobileNet untrained")
+    try:
+        depthwise = [layer for layer in source.layers() if layer.class_name == "DepthwiseConv2D"]
+        assert len(depthwise) == 13
+        app_inits = {}
+        for layer in depthwise:
+            kernel = layer.params[0]
+            assert kernel.init is not None, layer.name
+            dist = distribution(kernel.init, kernel.shape)
+            assert dist is not None and float(np.abs(source.read(kernel)).max()) <= float(np.float32(dist.limit))
+            app_inits[layer.name] = kernel.init.kind
+        frozen = {(lay.name, p.name) for lay in source.layers() for p in lay.params if not p.trainable}
+        norms = [lay for lay in source.layers() if lay.class_name == "BatchNormalization"]
+        assert frozen == {(lay.name, n) for lay in norms for n in ("moving_mean", "moving_variance")}
+    finally:
+        source.close()
+    keras.utils.set_random_seed(0)
+    path = tmp_path / "mobilenet.keras"
+    keras.applications.MobileNet(weights=None).save(path)
+    with KerasArchiveSource(path) as archive:
+        archive_inits = {
+            lay.name: lay.params[0].init.kind
+            for lay in archive.layers()
+            if lay.class_name == "DepthwiseConv2D" and lay.params[0].init is not None
+        }
+    assert archive_inits == app_inits

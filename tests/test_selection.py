@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from reportgen.config import LayerSelector
@@ -121,3 +124,96 @@ def test_selection_errors(selector: LayerSelector, message: str) -> None:
     with pytest.raises(SelectionError) as info:
         select(LAYERS, [selector], ["kernel"], "m", where="cfg: ")
     assert str(info.value) == message
+
+
+def _ref(name: str, role: str, shape: tuple[int, ...], trainable: bool = True) -> TensorRef:
+    return TensorRef(f"x/{name}", name, role, shape, "float32", trainable=trainable)
+
+
+def test_default_selection_never_fails_on_layers_without_kernel_or_bias() -> None:
+    """Embedding first, bias-free SeparableConv2D and a buffer-only layer last: the default shows what each has."""
+    layers = [
+        LayerInfo("embed", "Embedding", 0, (_ref("embeddings", "embedding", (30, 8)),)),
+        LayerInfo(
+            "sep1",
+            "SeparableConv2D",
+            1,
+            (
+                _ref("depthwise_kernel", "depthwise_kernel", (3, 3, 8, 1)),
+                _ref("pointwise_kernel", "pointwise_kernel", (1, 1, 8, 8)),
+            ),
+        ),
+        LayerInfo(
+            "sep2",
+            "SeparableConv2D",
+            2,
+            (
+                _ref("depthwise_kernel", "depthwise_kernel", (3, 3, 8, 1)),
+                _ref("pointwise_kernel", "pointwise_kernel", (1, 1, 8, 8)),
+            ),
+        ),
+        LayerInfo("fc", "Dense", 3, (_ref("kernel", "kernel", (8, 4)), _ref("bias", "bias", (4,)))),
+        LayerInfo("stats", "Unknown", 4, (_ref("running_mean", "moving_mean", (4,), trainable=False),)),
+    ]
+    got = names(select(layers, None, ["kernel", "bias"], "m"))
+    assert got == [
+        ("embed", "first embedding", ("embeddings",)),
+        ("sep1", "first separable convolutional", ("depthwise_kernel", "pointwise_kernel")),
+        ("sep2", "last separable convolutional", ("depthwise_kernel", "pointwise_kernel")),
+        ("fc", "first fully connected", ("kernel", "bias")),
+    ]
+    # Only the buffer layer is left: the fallback picks it by name and shows its one tensor.
+    only = names(select(layers[4:], None, ["kernel", "bias"], "m"))
+    assert only == [("stats", "stats", ("running_mean",))]
+
+
+def test_explicit_selector_still_says_what_is_missing() -> None:
+    layers = [LayerInfo("embed", "Embedding", 0, (_ref("embeddings", "embedding", (30, 8)),))]
+    with pytest.raises(SelectionError, match=r"layer 'embed' has none of the parameters \['kernel'\]"):
+        select(layers, [LayerSelector(name="embed")], ["kernel"], "m")
+
+
+def test_default_first_layer_of_a_type_skips_a_fixed_basis() -> None:
+    """An STFT basis stored as a conv kernel (a buffer) is not the 'first convolutional' layer."""
+    layers = [
+        LayerInfo("stft", "Conv", 0, (_ref("forward_basis_buffer", "other", (16, 1, 8), trainable=False),)),
+        LayerInfo("enc0", "Conv", 1, (_ref("weight", "kernel", (8, 16, 3)), _ref("bias", "bias", (8,)))),
+        LayerInfo("enc1", "Conv", 2, (_ref("weight", "kernel", (8, 8, 3)), _ref("bias", "bias", (8,)))),
+    ]
+    got = names(select(layers, None, ["weight", "bias"], "m"))
+    assert got == [
+        ("enc0", "first convolutional", ("weight", "bias")),
+        ("enc1", "last convolutional", ("weight", "bias")),
+    ]
+    # Asked for by name, the basis is still there to look at.
+    assert names(select(layers, [LayerSelector(name="stft")], ["all"], "m")) == [
+        ("stft", "stft", ("forward_basis_buffer",))
+    ]
+
+
+def test_build_with_only_a_path_reads_embedding_first_and_buffer_last(tmp_path: Path) -> None:
+    """A checkpoint whose first layer is an Embedding and whose last tensors are buffers builds with exit 0."""
+    torch = pytest.importorskip("torch")
+    from reportgen.cli import main
+
+    torch.manual_seed(0)
+    net = torch.nn.ModuleDict(
+        {
+            "embed": torch.nn.Embedding(20, 8),
+            "proj": torch.nn.Linear(8, 8),
+            "out": torch.nn.Linear(8, 4),
+            "norm": torch.nn.BatchNorm1d(4),
+        }
+    )
+    state = {"model_state": {**net.state_dict(), "pos.position_ids": torch.arange(8)[None]}, "step": 10}
+    torch.save(state, tmp_path / "ckpt.pt")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        f"title: t\noutput: {tmp_path / 'r'}\nformats: [json]\nmodels:\n  - name: m\n    path: {tmp_path / 'ckpt.pt'}\n"
+    )
+    assert main(["build", str(cfg), "--quiet"]) == 0
+    doc = json.loads((tmp_path / "r" / "stats.json").read_text())
+    (model,) = doc["models"]
+    picked = [(s["layer"], s["params"]) for s in model["selected"]]
+    assert picked == [("embed", ["weight"]), ("proj", ["weight", "bias"]), ("out", ["weight", "bias"])]
+    assert "not read: checkpoint['step']" in model["source"]["description"]

@@ -323,3 +323,78 @@ def test_keras_archive_without_weights(tmp_path: Path) -> None:
     with pytest.raises(SourceError) as err:
         open_path(path)
     assert str(err.value).startswith(f"{path}: config.json is not valid JSON")
+
+
+@pytest.fixture(scope="module")
+def wrapped(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """A trained model with Bidirectional LSTM/GRU, TimeDistributed Dense and BatchNorm, saved every way."""
+    out = tmp_path_factory.mktemp("wrapped")
+    keras.utils.set_random_seed(3)
+    layers = keras.layers
+    x = keras.Input((5, 4))
+    y = layers.Bidirectional(layers.LSTM(6, return_sequences=True), name="bi")(x)
+    y = layers.TimeDistributed(layers.Dense(3, kernel_initializer="he_uniform"), name="td")(y)
+    y = layers.BatchNormalization(name="bn")(y)
+    y = layers.Bidirectional(layers.GRU(2, recurrent_initializer="glorot_normal"), name="bi2")(y)
+    model = keras.Model(x, layers.Dense(2, name="head")(y))
+    model.compile("adam", "mse")
+    rng = np.random.default_rng(0)
+    model.fit(rng.random((16, 5, 4)), rng.random((16, 2)), epochs=2, verbose=0)
+    model.save(out / "w.keras")
+    model.save(out / "w.h5")
+    model.save_weights(out / "w.weights.h5")
+    model.export(out / "w_sm", verbose=False)
+    return {"model": model, "dir": out}
+
+
+# Variables of each layer in Keras's order, with the initializer its config names.
+_WRAPPED = {
+    "bi": [("kernel", "glorot_uniform"), ("recurrent_kernel", "orthogonal"), ("bias", "zeros")] * 2,
+    "td": [("kernel", "he_uniform"), ("bias", "zeros")],
+    "bn": [("gamma", "ones"), ("beta", "zeros"), ("moving_mean", "zeros"), ("moving_variance", "ones")],
+    "bi2": [("kernel", "glorot_uniform"), ("recurrent_kernel", "glorot_normal"), ("bias", "zeros")] * 2,
+    "head": [("kernel", "glorot_uniform"), ("bias", "zeros")],
+}
+
+
+@pytest.mark.parametrize("file", ["w.keras", "w.h5"])
+def test_wrapper_layers_are_matched_to_their_config(wrapped: dict, file: str) -> None:
+    model = wrapped["model"]
+    with open_path(wrapped["dir"] / file) as src:
+        got = {lay.name: lay for lay in src.layers() if lay.params}
+        assert list(got) == list(_WRAPPED)
+        for name, want in _WRAPPED.items():
+            layer = got[name]
+            assert [(p.role, p.init.kind if p.init else None) for p in layer.params] == want, (file, name)
+            assert len({p.name for p in layer.params}) == len(layer.params)  # forward and backward kept apart
+            for ref, array in zip(layer.params, model.get_layer(name).get_weights()):
+                assert np.array_equal(src.read(ref), array), (file, name, ref.name)
+            frozen = [p.name for p in layer.params if not p.trainable]
+            assert frozen == (["moving_mean", "moving_variance"] if name == "bn" else [])
+        # Forward half first, as Keras orders the weights.
+        assert "forward" in got["bi"].params[0].name and "backward" in got["bi"].params[3].name
+
+
+def test_wrapper_cells_and_batchnorm_without_a_config(wrapped: dict) -> None:
+    """A bare weights file and a SavedModel: recurrent cells and BatchNorm recognised, running stats frozen."""
+    model = wrapped["model"]
+    by_path = {w.path: w.numpy() for w in model.weights}
+    for file in ("w.weights.h5", "w_sm"):
+        with open_path(wrapped["dir"] / file) as src:
+            classes = sorted(lay.class_name for lay in src.layers() if lay.params and lay.class_name != "Unknown")
+            assert classes == ["BatchNormalization", "Dense", "Dense"] + ["GRUCell"] * 2 + ["LSTMCell"] * 2, file
+            for layer in src.layers():
+                for ref in layer.params:
+                    frozen = ref.role in ("moving_mean", "moving_variance") or ref.dtype.startswith(("int", "uint"))
+                    assert ref.trainable is not frozen, (file, layer.name, ref.name)
+            bn = next(lay for lay in src.layers() if lay.class_name == "BatchNormalization")
+            assert np.array_equal(src.read(bn.param("moving_variance")), by_path["bn/moving_variance"])
+
+
+def test_weights_file_without_weights_is_a_source_error(tmp_path: Path) -> None:
+    """A Keras 3 weights file whose layers hold no variables: an error naming the file, not an empty report."""
+    path = tmp_path / "empty.weights.h5"
+    with h5py.File(path, "w") as f:
+        f.create_group("layers/dropout/vars")
+    with pytest.raises(SourceError, match=r"empty\.weights\.h5: no weights found \(Keras 3 weights file"):
+        open_path(path)

@@ -142,8 +142,8 @@ def test_scalar_scale_beside_int8_weight_goes_into_quant(tmp_path: Path) -> None
     assert [p.name for p in fc.params] == ["weight", "bias"]
     weight = fc.param("weight")
     assert weight is not None and dict(weight.quant) == {"scale": 0.25, "zero_point": 3.0}
-    # A per-channel scale is a tensor of its own, not a scalar to fold in.
-    assert [p.name for p in layers["per_channel"].params] == ["weight", "weight_scale"]
+    # A per-channel scale is a tensor of its own, not a scalar to fold in; the codes beside it are learned.
+    assert [(p.name, p.trainable) for p in layers["per_channel"].params] == [("weight", True), ("weight_scale", False)]
 
 
 def test_keras_origin_names_get_keras_layout(tmp_path: Path) -> None:
@@ -205,3 +205,44 @@ def test_iter_chunks_keeps_memory_near_one_chunk(tmp_path: Path) -> None:
     assert top == float(np.float32(n - 1))
     # One 4 MiB chunk at a time; a memory map of the whole tensor would add ~96 MiB here.
     assert grown_mib < 32, f"peak RSS grew by {grown_mib} MiB while streaming a 96 MiB tensor"
+
+
+def test_buffers_and_index_tensors_are_not_trainable(tmp_path: Path) -> None:
+    """A transformer checkpoint's position ids, a causal mask and an int8 weight with its scale, as files hold them."""
+    rng = np.random.default_rng(4)
+    arrays = {
+        "embeddings.position_ids": np.arange(16, dtype=np.int64)[None],
+        "embeddings.word_embeddings.weight": rng.standard_normal((30, 8)).astype("f4"),
+        "embeddings.LayerNorm.weight": np.ones(8, "f4"),
+        "embeddings.LayerNorm.bias": np.zeros(8, "f4"),
+        "h.0.ln_1.weight": np.ones(8, "f4"),
+        "h.0.ln_1.bias": np.zeros(8, "f4"),
+        "h.0.attn.bias": np.tril(np.ones((1, 1, 4, 4), "f4")),
+        "h.0.attn.masked_bias": np.array(-1e4, "f4"),
+        "h.0.attn.c_attn.weight": rng.standard_normal((8, 24)).astype("f4"),
+        "h.0.attn.c_attn.bias": np.zeros(24, "f4"),
+        "q.weight": rng.integers(-127, 127, (4, 8)).astype(np.int8),
+        "q.weight_scale": np.array([0.01], "f4"),
+        "bn.weight": np.ones(4, "f4"),
+        "bn.bias": np.zeros(4, "f4"),
+        "bn.running_mean": np.zeros(4, "f4"),
+        "bn.running_var": np.ones(4, "f4"),
+        "bn.num_batches_tracked": np.array(5, np.int64),
+        "vocab_mask": np.ones(30, bool),
+    }
+    path = tmp_path / "m.safetensors"
+    save_file(arrays, str(path))
+    refs = {p.key: p for layer in SafetensorsSource(path).layers() for p in layer.params}
+    frozen = {
+        "embeddings.position_ids",
+        "h.0.attn.bias",
+        "h.0.attn.masked_bias",
+        "bn.running_mean",
+        "bn.running_var",
+        "bn.num_batches_tracked",
+        "vocab_mask",
+    }
+    assert {k for k, r in refs.items() if not r.trainable} == frozen
+    for norm in ("embeddings.LayerNorm", "h.0.ln_1", "bn"):
+        assert (refs[f"{norm}.weight"].role, refs[f"{norm}.bias"].role) == ("gamma", "beta")
+    assert refs["q.weight"].quant == (("scale", pytest.approx(0.01)),)

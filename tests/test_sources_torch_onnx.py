@@ -111,22 +111,76 @@ def test_mapped_tensors_stream_from_the_file(tmp_path: Path, monkeypatch: pytest
     assert streamed == ["a.weight", "b.weight", "d.weight"]
 
 
-@pytest.mark.parametrize("key", ["state_dict", "model"])
+@pytest.mark.parametrize("key", ["state_dict", "model", "model_state", "model_state_dict", "module", "net"])
 def test_checkpoint_wrappers_are_unwrapped(tmp_path: Path, key: str) -> None:
     torch = pytest.importorskip("torch")
     from reportgen.sources.torch_file import TorchSource
 
     path = tmp_path / "ckpt.pth"
     torch.save({key: {"module.fc.weight": torch.ones(2, 3)}, "epoch": 3}, path)
-    layers = TorchSource(path).layers()
-    assert [(layer.name, layer.params[0].role) for layer in layers] == [("fc", "kernel")]
+    src = TorchSource(path)
+    assert [(layer.name, layer.params[0].role) for layer in src.layers()] == [("fc", "kernel")]
+    assert src.info.description.endswith(f"(checkpoint[{key!r}]); not read: checkpoint['epoch']")
+
+
+def test_training_checkpoint_layouts(tmp_path: Path) -> None:
+    """A Lightning-style nested wrapper with optimizer state beside it: the model's tensors only, the rest named."""
+    torch = pytest.importorskip("torch")
+    from reportgen.sources.torch_file import TorchSource
+
+    net = _small_net()
+    opt = torch.optim.Adam(net.parameters())
+    net(torch.zeros(2, 3, 8, 8)).sum().backward()
+    opt.step()
+    path = tmp_path / "last.ckpt"
+    torch.save({"model": {"state_dict": net.state_dict()}, "optimizer": opt.state_dict(), "epoch": 7}, path)
+    src = TorchSource(path)
+    keys = [p.key for layer in src.layers() for p in layer.params]
+    assert keys == list(net.state_dict())
+    assert "(checkpoint['model']['state_dict'])" in src.info.description
+    assert "not read: checkpoint['optimizer'], checkpoint['epoch']" in src.info.description
+
+
+def test_buffers_are_not_trainable(tmp_path: Path) -> None:
+    """Running statistics, the batch counter, position ids and a causal mask are buffers; parameters are not."""
+    torch = pytest.importorskip("torch")
+    from reportgen.sources.torch_file import TorchSource
+
+    net = _small_net()
+    state = dict(net.state_dict())
+    state["embeddings.position_ids"] = torch.arange(16).unsqueeze(0)
+    state["embeddings.word_embeddings.weight"] = torch.randn(30, 8)
+    state["embeddings.LayerNorm.weight"] = torch.ones(8)
+    state["embeddings.LayerNorm.bias"] = torch.zeros(8)
+    state["h.0.attn.bias"] = torch.tril(torch.ones(1, 1, 4, 4))
+    state["h.0.attn.c_attn.bias"] = torch.zeros(24)
+    state["rotary.inv_freq"] = torch.rand(4)
+    state["head.stft.forward_basis_buffer"] = torch.randn(10, 1, 8)
+    path = tmp_path / "buffers.pt"
+    torch.save(state, path)
+    refs = {p.key: p for layer in TorchSource(path).layers() for p in layer.params}
+    frozen = {k for k, r in refs.items() if not r.trainable}
+    assert frozen == {
+        "1.running_mean",
+        "1.running_var",
+        "1.num_batches_tracked",
+        "embeddings.position_ids",
+        "h.0.attn.bias",
+        "rotary.inv_freq",
+        "head.stft.forward_basis_buffer",
+    }
+    # The names the model registered as buffers are exactly the ones marked.
+    assert {k for k, _ in net.named_buffers()} <= frozen
+    assert (refs["embeddings.LayerNorm.weight"].role, refs["embeddings.LayerNorm.bias"].role) == ("gamma", "beta")
+    assert (refs["1.weight"].role, refs["1.bias"].role) == ("gamma", "beta")
+    assert refs["embeddings.word_embeddings.weight"].role == "embedding"
 
 
 @pytest.mark.parametrize(
     ("payload", "message"),
     [
         ([1, 2, 3], r"list\.pt: not a state dict"),
-        ({"fc.weight": 3}, r"list\.pt: state dict\['fc.weight'\]: a int, not a tensor"),
+        ({"fc.weight": 3}, r"list\.pt: no tensors in the state dict \(not read: state dict\['fc.weight'\] \(a int\)\)"),
         ({}, r"list\.pt: the state dict is empty"),
     ],
 )
@@ -381,3 +435,147 @@ def test_onnx_garbage_is_a_source_error(tmp_path: Path) -> None:
     path.write_bytes(b"\xff\xfe not a protobuf \x00\x01")
     with pytest.raises(SourceError, match=r"junk\.onnx: cannot read as ONNX"):
         OnnxSource(path)
+
+
+def _constants_model(onnx):  # type: ignore[no-untyped-def]
+    """Weights as Constant nodes (one inside an If branch) beside graph constants that training never touches."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(5)
+    arrays = {
+        "conv.weight": rng.standard_normal((4, 1, 3, 3)).astype("f4"),
+        "w_mm": rng.standard_normal((16, 3)).astype("f4"),
+        "b_mm": rng.standard_normal(3).astype("f4"),
+        "shape": np.array([1, 16], dtype=np.int64),
+        "gelu_half": np.array(0.5, dtype="f4"),
+        "neg_inf": np.array(-np.inf, dtype="f4"),
+        "bn_scale": rng.uniform(0.5, 1.5, 4).astype("f4"),
+        "bn_bias": rng.standard_normal(4).astype("f4"),
+        "bn_mean": rng.standard_normal(4).astype("f4"),
+        "bn_var": rng.uniform(0.5, 2, 4).astype("f4"),
+        "branch.weight": rng.standard_normal((3, 3)).astype("f4"),
+    }
+
+    def const(name: str):  # type: ignore[no-untyped-def]
+        return helper.make_node("Constant", [], [name], value=numpy_helper.from_array(arrays[name], name))
+
+    then_graph = helper.make_graph(
+        [const("branch.weight"), helper.make_node("MatMul", ["y", "branch.weight"], ["t"])],
+        "then",
+        [],
+        [helper.make_tensor_value_info("t", TensorProto.FLOAT, [1, 3])],
+    )
+    else_graph = helper.make_graph(
+        [helper.make_node("Identity", ["y"], ["e"])],
+        "else",
+        [],
+        [helper.make_tensor_value_info("e", TensorProto.FLOAT, [1, 3])],
+    )
+    nodes = [
+        const("conv.weight"),
+        const("shape"),
+        const("gelu_half"),
+        const("neg_inf"),
+        helper.make_node("Conv", ["x", "conv.weight"], ["c"], name="/conv/Conv"),
+        helper.make_node(
+            "BatchNormalization", ["c", "bn_scale", "bn_bias", "bn_mean", "bn_var"], ["b"], name="/bn/BatchNorm"
+        ),
+        helper.make_node("Mul", ["b", "gelu_half"], ["g"], name="/act/Mul"),
+        helper.make_node("Max", ["g", "neg_inf"], ["m"], name="/clip/Max"),
+        helper.make_node("Reshape", ["m", "shape"], ["r"], name="/flat/Reshape"),
+        helper.make_node("MatMul", ["r", "w_mm"], ["mm"], name="/fc/MatMul"),
+        helper.make_node("Add", ["mm", "b_mm"], ["y"], name="/fc/Add"),
+        helper.make_node("If", ["flag"], ["z"], then_branch=then_graph, else_branch=else_graph, name="branch"),
+    ]
+    init_names = ("w_mm", "b_mm", "bn_scale", "bn_bias", "bn_mean", "bn_var")
+    graph = helper.make_graph(
+        nodes,
+        "consts",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 4, 4]),
+            helper.make_tensor_value_info("flag", TensorProto.BOOL, []),
+        ],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, [1, 3])],
+        initializer=[numpy_helper.from_array(arrays[n], n) for n in init_names],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    return model, arrays
+
+
+def test_onnx_constant_nodes_are_read_and_graph_constants_are_not_trainable(tmp_path: Path) -> None:
+    onnx = pytest.importorskip("onnx")
+    from reportgen.sources.onnx_file import OnnxSource
+
+    model, arrays = _constants_model(onnx)
+    path = tmp_path / "consts.onnx"
+    onnx.save_model(model, str(path))
+    src = OnnxSource(path)
+    refs = {p.key: p for layer in src.layers() for p in layer.params}
+    assert set(refs) == set(arrays)
+    for key, ref in refs.items():
+        np.testing.assert_array_equal(src.read(ref), arrays[key])
+    # Learned: weights of Conv, MatMul (also inside the If branch), BatchNorm scale/bias, the bias added after MatMul.
+    learned = {"conv.weight", "w_mm", "b_mm", "bn_scale", "bn_bias", "branch.weight"}
+    assert {k for k, r in refs.items() if r.trainable} == learned
+    roles = {k: r.role for k, r in refs.items()}
+    assert roles["conv.weight"] == roles["w_mm"] == roles["branch.weight"] == "kernel"
+    assert (roles["bn_scale"], roles["bn_bias"], roles["bn_mean"], roles["bn_var"]) == (
+        "gamma",
+        "beta",
+        "moving_mean",
+        "moving_variance",
+    )
+    assert roles["b_mm"] == "bias"
+    assert "6 initializers, 5 Constant tensors" in src.info.description
+
+
+def test_onnx_without_weights_is_a_source_error(tmp_path: Path) -> None:
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    from reportgen.sources.onnx_file import OnnxSource
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "empty",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+    )
+    path = tmp_path / "relu.onnx"
+    onnx.save_model(helper.make_model(graph), str(path))
+    with pytest.raises(SourceError, match=r"relu\.onnx: no weights found: 1 nodes, no initializer and no Constant"):
+        OnnxSource(path)
+
+
+def test_onnx_quantized_weight_through_dequantize_is_trainable(tmp_path: Path) -> None:
+    """int8 codes reach MatMul through DequantizeLinear: learned values; the scale and zero point are not."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    from reportgen.sources.onnx_file import OnnxSource
+
+    codes = np.arange(-6, 6, dtype=np.int8).reshape(4, 3)
+    inits = [
+        numpy_helper.from_array(codes, "w_q"),
+        numpy_helper.from_array(np.array(0.05, "f4"), "w_scale"),
+        numpy_helper.from_array(np.array(0, np.int8), "w_zero"),
+    ]
+    nodes = [
+        helper.make_node("DequantizeLinear", ["w_q", "w_scale", "w_zero"], ["w"], name="/fc/Dequant"),
+        helper.make_node("MatMul", ["x", "w"], ["y"], name="/fc/MatMul"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "q",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])],
+        initializer=inits,
+    )
+    path = tmp_path / "q.onnx"
+    onnx.save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    src = OnnxSource(path)
+    refs = {p.key: p for layer in src.layers() for p in layer.params}
+    assert (refs["w_q"].role, refs["w_q"].trainable) == ("kernel", True)
+    assert not refs["w_scale"].trainable and not refs["w_zero"].trainable
+    np.testing.assert_array_equal(src.read(refs["w_q"]), codes)

@@ -25,6 +25,11 @@ def open_path(path: Path | str, *, init: InitSpec | None = None) -> WeightSource
     if not path.exists():
         raise SourceError(f"{path}: no such file")
     source = _open(path)
+    if not any(layer.params for layer in source.layers()):
+        # An empty report would read as "nothing wrong"; say that nothing was read instead.
+        description = source.info.description
+        source.close()
+        raise SourceError(f"{path}: no weights found ({description})")
     if init is not None:
         source = _DefaultInit(source, init)
     return source

@@ -15,6 +15,7 @@ import numpy as np
 from reportgen.errors import NetworkError, SourceError
 from reportgen.initializers import spec_from_keras
 from reportgen.sources.base import LayerInfo, SourceInfo, TensorRef, WeightSource
+from reportgen.sources.naming import is_buffer
 
 # Keras variable names -> canonical roles.
 _ROLE = {
@@ -41,6 +42,8 @@ _INIT_KEY = {
     "depthwise_kernel": "depthwise_initializer",
     "pointwise_kernel": "pointwise_initializer",
 }
+# Keras 3 names a depthwise convolution's one kernel 'kernel' but files its initializer under this key.
+_DEPTHWISE_CLASSES = ("DepthwiseConv1D", "DepthwiseConv2D")
 _ATTRS = ("use_bias", "activation", "filters", "units", "kernel_size", "strides", "trainable")
 
 
@@ -96,19 +99,25 @@ def describe_layers(model: Any) -> tuple[list[LayerInfo], dict[str, np.ndarray]]
     for index, (prefix, layer) in enumerate(flat):
         config = layer.get_config()
         params = []
+        depthwise = layer.__class__.__name__ in _DEPTHWISE_CLASSES
         for var in layer.weights:
             short = var.path.rsplit("/", 1)[-1] if hasattr(var, "path") else var.name
             key = f"{prefix}{layer.name}/{short}"
             arr = np.asarray(var.numpy())
             arrays[key] = arr
+            role = _ROLE.get(short, "other")
+            shape = tuple(int(d) for d in arr.shape)
+            init_key = "depthwise_initializer" if depthwise and short == "kernel" else _INIT_KEY.get(short, "")
             params.append(
                 TensorRef(
                     key=key,
                     name=short,
-                    role=_ROLE.get(short, "other"),
-                    shape=tuple(int(d) for d in arr.shape),
+                    role=role,
+                    shape=shape,
                     dtype=str(arr.dtype),
-                    init=spec_from_keras(config.get(_INIT_KEY.get(short, ""))),
+                    init=spec_from_keras(config.get(init_key)),
+                    # By role, not by the variable's flag: a layer frozen on purpose still holds learned weights.
+                    trainable=not is_buffer(short, role, shape, str(arr.dtype)),
                 )
             )
         try:

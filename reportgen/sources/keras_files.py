@@ -14,7 +14,7 @@ import tempfile
 import weakref
 import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from reportgen.errors import SourceError
 from reportgen.initializers import spec_from_keras
 from reportgen.sources.base import DEFAULT_CHUNK_ELEMS, LayerInfo, SourceInfo, TensorRef, WeightSource
 from reportgen.sources.hdf5_safe import SafeH5, natural_key
+from reportgen.sources.naming import is_buffer
 
 # Variables each layer class creates, in creation order (the order of Keras 3's vars/0..n).
 _VAR_NAMES: dict[str, tuple[str, ...]] = {
@@ -40,6 +41,8 @@ _VAR_NAMES: dict[str, tuple[str, ...]] = {
     **{c: ("kernel", "recurrent_kernel", "bias") for c in ("SimpleRNNCell", "LSTMCell", "GRUCell")},
 }
 _RNN_LAYERS = {"SimpleRNN": "SimpleRNNCell", "LSTM": "LSTMCell", "GRU": "GRUCell"}
+# Layers that hold another layer and save its variables under their own name.
+_WRAPPERS = ("Bidirectional", "TimeDistributed")
 _ROLE_OF = {"embeddings": "embedding", "weight": "kernel"}
 _INIT_KEY = {
     "recurrent_kernel": "recurrent_initializer",
@@ -79,6 +82,35 @@ def infer_class(shapes: list[tuple[int, ...]]) -> str:
         return {2: "Dense", 3: "Conv1D", 4: "Conv2D", 5: "Conv3D"}[len(shapes[0])]
     if len(shapes) == 4 and all(len(s) == 1 for s in shapes) and len(set(shapes)) == 1:
         return "BatchNormalization"
+    if len(shapes) == 3 and len(shapes[0]) == 2 and len(shapes[1]) == 2 and shapes[0][1] == shapes[1][1]:
+        # kernel (in, g*u), recurrent_kernel (u, g*u), bias (g*u,) or (2, g*u): g gates of u units.
+        units, width = shapes[1]
+        cell = {4: "LSTMCell", 3: "GRUCell", 1: "SimpleRNNCell"}.get(width // units if units else 0)
+        if cell is not None and width % units == 0 and shapes[2][-1:] == (width,):
+            return cell
+    return "Unknown"
+
+
+def class_from_names(names: list[str], shapes: list[tuple[int, ...]]) -> str:
+    """Guess a layer class from its variables' own names (a SavedModel's), 'Unknown' when nothing fits."""
+    have = set(names)
+    if {"moving_mean", "moving_variance"} <= have:
+        return "BatchNormalization"
+    if "recurrent_kernel" in have and "kernel" in have:
+        kernel, recurrent = shapes[names.index("kernel")], shapes[names.index("recurrent_kernel")]
+        units = recurrent[0] if len(recurrent) == 2 else 0
+        gates = kernel[-1] // units if units and len(kernel) == 2 else 0
+        return {4: "LSTMCell", 3: "GRUCell", 1: "SimpleRNNCell"}.get(gates, "Unknown")
+    if "pointwise_kernel" in have:
+        return "SeparableConv2D" if len(shapes[names.index("pointwise_kernel")]) == 4 else "SeparableConv1D"
+    if "depthwise_kernel" in have:
+        return "DepthwiseConv2D" if len(shapes[names.index("depthwise_kernel")]) == 4 else "DepthwiseConv1D"
+    if have == {"embeddings"}:
+        return "Embedding"
+    if names[:1] == ["kernel"]:
+        return infer_class(shapes)
+    if have == {"gamma", "beta"} or have == {"gamma"}:
+        return "LayerNormalization"
     return "Unknown"
 
 
@@ -111,6 +143,37 @@ def layer_attrs(config: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
 def _init_for(name: str, config: dict[str, Any]) -> Any:
     key = _INIT_KEY.get(name, f"{name}_initializer")
     return spec_from_keras(config.get(key)) if key in config else None
+
+
+def _inner(config: dict[str, Any], backward: bool) -> tuple[str, dict[str, Any]]:
+    """Return the class and config a wrapper (Bidirectional, TimeDistributed) holds; the backward copy if asked."""
+    item = config.get("backward_layer") if backward else None
+    if not isinstance(item, dict):
+        item = config.get("layer")
+    if not isinstance(item, dict):
+        return "", {}
+    conf = item.get("config")
+    return str(item.get("class_name", "")), conf if isinstance(conf, dict) else {}
+
+
+def sub_object(class_name: str, config: dict[str, Any], rel: str) -> tuple[str, dict[str, Any]]:
+    """Return the class and config of a layer's sub-object at rel (forward_layer/cell, layer, cell, ...)."""
+    cls, conf = class_name, config
+    for part in (p for p in rel.split("/") if p):
+        if part == "cell" and cls in _RNN_LAYERS:
+            cls = _RNN_LAYERS[cls]  # a cell's initializers live in its RNN layer's config
+        elif part in ("layer", "forward_layer", "backward_layer") and cls in _WRAPPERS:
+            cls, conf = _inner(conf, backward=part == "backward_layer")
+        else:
+            return "", {}
+    return cls, conf
+
+
+def wrapped_config(class_name: str, config: dict[str, Any], weight_path: str) -> dict[str, Any]:
+    """Return the config that holds the initializers of a wrapper's weight, from its legacy HDF5 path."""
+    if class_name not in _WRAPPERS:
+        return config
+    return _inner(config, backward="backward" in weight_path)[1] or config
 
 
 # --------------------------------------------------------------------------- config walking
@@ -326,13 +389,15 @@ class _H5Source(WeightSource):
 
     def _ref(self, key: str, name: str, init: Any = None) -> TensorRef:
         ds = self.h5.dataset(key)
+        role, shape, dtype = role_of(name), tuple(int(d) for d in ds.shape or ()), self.h5.dtype_name(ds)
         return TensorRef(
             key=key,
             name=name,
-            role=role_of(name),
-            shape=tuple(int(d) for d in ds.shape or ()),
-            dtype=self.h5.dtype_name(ds),
+            role=role,
+            shape=shape,
+            dtype=dtype,
             init=init,
+            trainable=not is_buffer(name.rsplit("/", 1)[-1], role, shape, dtype),
         )
 
 
@@ -397,7 +462,7 @@ class KerasWeightsSource(_H5Source):
             names = var_names(cls, {}, len(shapes)) or tuple(str(i) for i in range(len(shapes)))
             refs = tuple(self._ref(k, n) for k, n in zip(owner.datasets, names))
             if cls == "Unknown":
-                refs = tuple(TensorRef(p.key, p.name, "other", p.shape, p.dtype) for p in refs)
+                refs = tuple(replace(p, role="other") for p in refs)
             rows.append((owner.path, self._owner_name(owner, cls), cls, "inferred", owner.path, refs, (), []))
         return rows_to_layers(rows)
 
@@ -432,16 +497,18 @@ class KerasWeightsSource(_H5Source):
             if sub.path.startswith(owner.path + "/") and sub.path not in claimed:
                 rel = sub.path[len(owner.path) + 1 :]
                 claimed.add(sub.path)
-                cls = _RNN_LAYERS.get(layer.class_name, "") if rel == "cell" else ""
-                groups.append((rel + "/", sub, cls))
+                groups.append((rel + "/", sub, ""))
         params: list[TensorRef] = []
-        for rel, grp, cls in groups:
-            names = var_names(cls, layer.config, len(grp.datasets)) if cls else None
+        # Forward before backward: HDF5 keeps no creation order and 'backward' sorts first.
+        groups.sort(key=lambda g: g[0].replace("forward_layer", "a_forward"))
+        for rel, grp, _cls in groups:
+            cls, conf = sub_object(layer.class_name, layer.config, rel)
+            names = var_names(cls, conf, len(grp.datasets)) if cls else None
             if names is None:
                 shapes = [tuple(self.h5.dataset(k).shape or ()) for k in grp.datasets]
                 names = var_names(infer_class(shapes), {}, len(shapes)) or tuple(str(i) for i in range(len(shapes)))
             for key, name in zip(grp.datasets, names):
-                params.append(self._ref(key, rel + name, _init_for(name, layer.config)))
+                params.append(self._ref(key, rel + name, _init_for(name, conf)))
         return params
 
 
@@ -497,18 +564,24 @@ class KerasLegacyH5Source(_H5Source):
             weights.setdefault(top, [])
             if split:
                 containers.add(top)
-            for w in map(str, wnames):
+            shorts = [w.rsplit("/", 1)[-1].split(":")[0] for w in map(str, wnames)]
+            for w, short in zip(map(str, wnames), shorts):
                 owner = w.split("/")[-2] if split and "/" in w else top
                 if owner not in weights:
                     weights[owner] = []
                     order.append(owner)
-                weights[owner].append((w.rsplit("/", 1)[-1].split(":")[0], f"{group.name}/{w}"))
+                # A wrapper holds each name twice (forward and backward): keep the path inside the layer.
+                name = short if shorts.count(short) == 1 or split else _inside(w, top)
+                weights[owner].append((name, f"{group.name}/{w}"))
         rows: list[tuple[str, str, str, str, str, tuple[TensorRef, ...], tuple, list[str]]] = []
         done: set[str] = set()
         for layer in walk_config(config) if config is not None else []:
             found = weights.get(layer.name, [])
             done.add(layer.name)
-            params = tuple(self._ref(k, n, _init_for(n, layer.config)) for n, k in found)
+            params = tuple(
+                self._ref(k, n, _init_for(n.rsplit("/", 1)[-1], wrapped_config(layer.class_name, layer.config, n)))
+                for n, k in found
+            )
             path = found[0][1].rsplit("/", 1)[0] if found else f"{base.name}/{layer.name}"
             rows.append(
                 (
@@ -538,6 +611,12 @@ class KerasLegacyH5Source(_H5Source):
             if _lname(item) == name:
                 return _layer_list(item) is not None
         return False
+
+
+def _inside(weight_name: str, layer: str) -> str:
+    """Return a legacy weight name relative to its layer (bi/forward_lstm/cell/kernel:0 -> forward_lstm/cell/kernel)."""
+    path = weight_name.split(":")[0]
+    return path[len(layer) + 1 :] if path.startswith(layer + "/") else path
 
 
 # --------------------------------------------------------------------------- .keras archive
@@ -674,13 +753,15 @@ class SavedModelSource(WeightSource):
             seen.add(clean)
             layer, _, pname = clean.rpartition("/")
             layer = layer or clean
+            role, shape, dtype = role_of(pname), tuple(int(d) for d in shapes[key]), dtypes[key].name
             groups.setdefault(layer, []).append(
                 TensorRef(
                     key=key,
                     name=pname,
-                    role=role_of(pname),
-                    shape=tuple(int(d) for d in shapes[key]),
-                    dtype=dtypes[key].name,
+                    role=role,
+                    shape=shape,
+                    dtype=dtype,
+                    trainable=not is_buffer(pname, role, shape, dtype),
                 )
             )
         # Drop the shared model prefix (sequential/d1 -> d1) when every layer has it.
@@ -689,7 +770,7 @@ class SavedModelSource(WeightSource):
             groups = {name.split("/", 1)[1]: refs for name, refs in groups.items()}
         self._layers = []
         for i, (lname, refs) in enumerate(groups.items()):
-            cls = infer_class([r.shape for r in refs]) if [r.name for r in refs][:1] == ["kernel"] else "Unknown"
+            cls = class_from_names([r.name for r in refs], [r.shape for r in refs])
             self._layers.append(
                 LayerInfo(
                     name=lname,

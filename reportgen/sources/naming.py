@@ -29,8 +29,33 @@ _FIXED_ROLES = {
 
 # A layer whose last name part is a norm: LayerNorm, layer_norm, input_layernorm, norm1, ln_f, ln_1, bn1.
 _NORM_PART = re.compile(r"norm|^(ln|bn|gn)(_?[a-z0-9]+)?$", re.IGNORECASE)
-# Recurrent parameters as torch.nn.LSTM/GRU/RNN name them: weight_ih_l0, bias_hh_l1_reverse, ...
-_RNN_PARAM = re.compile(r"^(weight|bias)_(ih|hh)_l\d+(_reverse)?$")
+# Recurrent parameters as torch.nn.LSTM/GRU/RNN name them (weight_ih_l0, bias_hh_l1_reverse, ...)
+# and as their cells do (weight_ih, bias_hh).
+_RNN_PARAM = re.compile(r"^(weight|bias)_(ih|hh)(_l\d+)?(_reverse)?$")
+# Registered buffers: state that a module keeps beside its parameters and that no optimizer updates.
+_BUFFER_NAMES = {
+    "running_mean",
+    "running_var",
+    "num_batches_tracked",
+    "moving_mean",
+    "moving_variance",
+    "position_ids",
+    "token_type_ids",
+    "inv_freq",
+    "masked_bias",
+    "relative_position_index",
+    "attn_mask",
+    "mask",
+    # Quantization parameters: derived from the weight they scale, not trained.
+    "weight_scale",
+    "weight_zero_point",
+    "zero_point",
+    "input_scale",
+}
+# A sibling that marks an integer weight as quantized (its codes hold learned values).
+_SCALE_SIBLINGS = {"weight_scale", "scale"}
+# Roles that name running statistics rather than learned values.
+_BUFFER_ROLES = {"moving_mean", "moving_variance"}
 # GPT-2 names its token and position tables wte / wpe.
 _EMBED_PARTS = {"wte", "wpe"}
 _RNN_GATES = {4: "LSTM", 3: "GRU", 1: "RNN"}
@@ -48,6 +73,7 @@ class FlatTensor:
     param: str | None = None  # its name inside that layer, likewise
     role: str | None = None  # its role, when the file declares it (an ONNX operator input)
     layout: str | None = None  # its layout, when it differs from the source's default
+    trainable: bool | None = None  # what the file says (an ONNX graph constant is not); None: judge by name
 
 
 def natural_key(name: str) -> tuple[tuple[int, int | str], ...]:
@@ -76,6 +102,22 @@ def is_norm_name(layer: str) -> bool:
 def is_embedding_name(layer: str, param: str) -> bool:
     """Tell whether a tensor's name marks it as an embedding table."""
     return "embed" in f"{layer}.{param}".lower() or _last_part(layer).lower() in _EMBED_PARTS
+
+
+def is_numeric_weight_dtype(dtype: str) -> bool:
+    """Tell whether a dtype can hold learned values: floats, and integers that a scale makes real."""
+    return dtype.startswith(("float", "bfloat", "complex"))
+
+
+def is_buffer(param: str, role: str, shape: tuple[int, ...], dtype: str, quantized: bool = False) -> bool:
+    """Tell whether a tensor is state that training does not update (a buffer, an index vector, a mask)."""
+    if role in _BUFFER_ROLES or param in _BUFFER_NAMES or "buffer" in param.lower():
+        return True
+    # A quantized integer weight (one with a scale beside it) still holds learned values.
+    if not is_numeric_weight_dtype(dtype) and not quantized:
+        return True
+    # GPT-2 style checkpoints keep the causal mask as attn.bias of shape (1, 1, n, n): no bias has 4 axes.
+    return param == "bias" and len(shape) >= 3
 
 
 def param_role(layer: str, param: str, shape: tuple[int, ...], siblings: Iterable[str]) -> str:
@@ -126,6 +168,8 @@ def infer_class(layer: str, params: Mapping[str, tuple[int, ...]], roles: Mappin
             if part.startswith("gn") or "group" in part:
                 return "GroupNorm"
             return "LayerNorm"
+        if len(weight) <= 1 and "prelu" in _last_part(layer).lower():
+            return "PReLU"
         if len(weight) == 2:
             return "Linear"
         if len(weight) in (3, 4, 5):
@@ -194,18 +238,26 @@ def group_layers(
     for index, name in enumerate(names):
         members = groups[name]
         siblings = [param for param, _ in members]
-        refs = [
-            TensorRef(
-                key=t.key,
-                name=param,
-                role=t.role or param_role(name, param, t.shape, siblings),
-                shape=t.shape,
-                dtype=t.dtype,
-                layout=t.layout or layout,
-                quant=t.quant,
+        refs = []
+        for param, t in members:
+            role = t.role or param_role(name, param, t.shape, siblings)
+            if t.trainable is None:
+                quantized = bool(t.quant) or (param == "weight" and bool(_SCALE_SIBLINGS & set(siblings)))
+                trainable = not is_buffer(param, role, t.shape, t.dtype, quantized=quantized)
+            else:
+                trainable = t.trainable
+            refs.append(
+                TensorRef(
+                    key=t.key,
+                    name=param,
+                    role=role,
+                    shape=t.shape,
+                    dtype=t.dtype,
+                    layout=t.layout or layout,
+                    quant=t.quant,
+                    trainable=trainable,
+                )
             )
-            for param, t in members
-        ]
         # Stable sort: kernel before bias, gamma before beta, file order among equals.
         refs.sort(key=lambda r: _role_rank(r.role))
         if name in declared:

@@ -12,7 +12,7 @@ import numpy as np
 
 from reportgen.errors import SourceError
 from reportgen.sources.base import DEFAULT_CHUNK_ELEMS, LayerInfo, SourceInfo, TensorRef, WeightSource, map_bytes
-from reportgen.sources.naming import FlatTensor, group_layers, split_name
+from reportgen.sources.naming import FlatTensor, group_layers, is_buffer, is_norm_name, split_name
 from reportgen.sources.safetensors_file import iter_file_chunks
 
 EXTRA_HINT = "pip install 'reportgen[onnx]'"
@@ -36,7 +36,26 @@ _OP_INPUTS: dict[str, dict[int, tuple[str, str]]] = {
     "LSTM": {1: ("W", "kernel"), 2: ("R", "recurrent_kernel"), 3: ("B", "bias")},
     "GRU": {1: ("W", "kernel"), 2: ("R", "recurrent_kernel"), 3: ("B", "bias")},
     "RNN": {1: ("W", "kernel"), 2: ("R", "recurrent_kernel"), 3: ("B", "bias")},
+    "PRelu": {1: ("slope", "other")},
 }
+# Operators that hand a weight on unchanged in meaning (a transposed, cast or dequantized kernel is still
+# the kernel): input 0 is followed through them to the operator that uses it.
+_PASS_THROUGH = {
+    "Identity",
+    "Cast",
+    "CastLike",
+    "Transpose",
+    "Reshape",
+    "Squeeze",
+    "Unsqueeze",
+    "Flatten",
+    "DequantizeLinear",
+    "QuantizeLinear",
+}
+_PASS_DEPTH = 4
+# Element-wise operators whose constant operand, when it holds more than one value, is a learned
+# per-channel scale or bias (a decomposed LayerNorm's gamma, a MatMul's bias added after it).
+_ELEMENTWISE = {"Add", "Sub", "Mul", "Div"}
 # Names like conv1.weight carry the layer; names like onnx::Conv_123 or /fc/MatMul_weight do not.
 _TORCH_STYLE = re.compile(r"^[A-Za-z_][\w]*(\.[\w]+)+$")
 # ONNX packs these several to a byte, so their byte length is not count * itemsize.
@@ -67,9 +86,9 @@ def _first_line(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
-def _external(tensor: Any, model: Path, dtype: np.dtype[Any]) -> External:
+def _external(tensor: Any, model: Path, dtype: np.dtype[Any], kind: str = "initializer") -> External:
     """Check an initializer's external_data entries and return where its bytes are."""
-    where = f"{model}: initializer {tensor.name!r}"
+    where = f"{model}: {kind} {tensor.name!r}"
     info = {entry.key: entry.value for entry in tensor.external_data}
     location = info.get("location", "")
     pure = PurePosixPath(location)
@@ -117,68 +136,100 @@ class OnnxSource(WeightSource):
         self._internal: dict[str, Any] = {}
         self._external: dict[str, External] = {}
         dtypes: dict[str, str] = {}
-        for tensor in graph.initializer:
+        nodes = _all_nodes(graph)
+        # Exporters keep weights as initializers, or as Constant nodes (older exports, models whose
+        # branches live in If/Loop subgraphs); both are read, in subgraphs too.
+        tensors = [(t, "initializer") for g in _all_graphs(graph) for t in g.initializer]
+        not_read = [f"sparse initializer {t.values.name!r}" for g in _all_graphs(graph) for t in g.sparse_initializer]
+        for node in nodes:
+            if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
+                tensor, skipped = _constant_tensor(onnx, node)
+                if tensor is not None:
+                    tensors.append((tensor, "Constant"))
+                elif skipped:
+                    not_read.append(skipped)
+        for tensor, kind in tensors:
             if tensor.name in dtypes:
-                raise SourceError(f"{self.path}: initializer {tensor.name!r}: defined twice")
+                raise SourceError(f"{self.path}: {kind} {tensor.name!r}: defined twice")
             try:
                 dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type))
             except Exception:  # unknown data_type codes raise KeyError or ValueError
                 raise SourceError(
-                    f"{self.path}: initializer {tensor.name!r}: unknown data type {tensor.data_type}"
+                    f"{self.path}: {kind} {tensor.name!r}: unknown data type {tensor.data_type}"
                 ) from None
             if tensor.data_location == onnx.TensorProto.EXTERNAL:
-                self._external[tensor.name] = _external(tensor, self.path, dtype)
+                self._external[tensor.name] = _external(tensor, self.path, dtype, kind)
             else:
                 self._internal[tensor.name] = tensor
             dtypes[tensor.name] = dtype.name
-        self._layers = self._build_layers(graph, dtypes)
+        if not dtypes:
+            what = f" (not read: {', '.join(not_read[:5])})" if not_read else ""
+            raise SourceError(
+                f"{self.path}: no weights found: {len(nodes)} nodes, no initializer and no Constant tensor{what}"
+            )
+        self._layers = self._build_layers(nodes, tensors, dtypes)
         files = sorted({e.file for e in self._external.values()})
+        constants = sum(1 for _, kind in tensors if kind == "Constant")
+        description = f"{len(tensors) - constants} initializers"
+        if constants:
+            description += f", {constants} Constant tensors"
+        description += f", {len(nodes)} nodes, opset " + ", ".join(
+            f"{o.domain or 'ai.onnx'} {o.version}" for o in model.opset_import
+        )
+        if not_read:
+            description += f"; not read: {', '.join(not_read[:5])}" + (
+                f" and {len(not_read) - 5} more" if len(not_read) > 5 else ""
+            )
         self.info = SourceInfo(
             format="onnx",
-            description=f"{len(dtypes)} initializers, {len(graph.node)} nodes, opset "
-            + ", ".join(f"{o.domain or 'ai.onnx'} {o.version}" for o in model.opset_import),
+            description=description,
             files=(self.path, *files),
             extra={"producer": f"{model.producer_name} {model.producer_version}".strip()[:200]},
         )
 
-    def _build_layers(self, graph: Any, dtypes: dict[str, str]) -> list[LayerInfo]:
+    def _build_layers(
+        self, nodes: list[Any], tensors: list[tuple[Any, str]], dtypes: dict[str, str]
+    ) -> list[LayerInfo]:
         """Name layers by tensor names where they are torch-style, else by the node that uses them."""
-        nodes = list(graph.node)
-        first_use: dict[str, tuple[int, int]] = {}
+        readers: dict[str, list[tuple[int, int]]] = {}
         for n, node in enumerate(nodes):
             for i, name in enumerate(node.input):
-                if name in dtypes and name not in first_use:
-                    first_use[name] = (n, i)
+                readers.setdefault(name, []).append((n, i))
         node_layer: dict[int, str] = {}
         class_names: dict[str, str] = {}
         flat: list[tuple[int, FlatTensor]] = []
-        for t in graph.initializer:
+        for t, _kind in tensors:
             shape = tuple(int(d) for d in t.dims)
-            use = first_use.get(t.name)
+            dtype = dtypes[t.name]
+            weight = _weight_use(t.name, shape, nodes, readers)
+            first = readers.get(t.name, [None])[0]
+            use = weight[:2] if weight else first
             node = nodes[use[0]] if use else None
             op = node.op_type if node is not None and node.domain in ("", "ai.onnx") else ""
-            declared = _OP_INPUTS.get(op, {}).get(use[1]) if use else None
-            if op == "Gather" and len(shape) != 2:
-                declared = None
+            declared = weight[2] if weight else None
             layout = None
             if op == "MatMul" or (op == "Gemm" and not _attr(node, "transB", 0)):
                 layout = "keras"  # MatMul and plain Gemm store weights as (in, out)
+            trainable = _trainable(t.name, shape, dtype, weight, readers.get(t.name, []), nodes)
             if _TORCH_STYLE.match(t.name):
                 layer, param = split_name(t.name)
-                ft = FlatTensor(t.name, shape, dtypes[t.name], layer=layer, param=param, layout=layout)
+                ft = FlatTensor(t.name, shape, dtype, layer=layer, param=param, layout=layout, trainable=trainable)
             elif node is not None and use is not None:
                 layer = node.name or f"{node.op_type}_{use[0]}"
                 param = declared[0] if declared else f"input{use[1]}"
-                role = declared[1] if declared else None
-                ft = FlatTensor(t.name, shape, dtypes[t.name], layer=layer, param=param, role=role, layout=layout)
+                role = declared[1] if declared else (_operand_role(node, use[1], nodes) if trainable else None)
+                ft = FlatTensor(
+                    t.name, shape, dtype, layer=layer, param=param, role=role, layout=layout, trainable=trainable
+                )
             else:
-                ft = FlatTensor(t.name, shape, dtypes[t.name], layer=t.name, param=t.name, role="other")
+                ft = FlatTensor(t.name, shape, dtype, layer=t.name, param=t.name, role="other", trainable=False)
             if node is not None and use is not None:
                 node_layer.setdefault(use[0], ft.layer or "")
                 if declared and ft.layer:
                     class_names.setdefault(ft.layer, "Embedding" if op == "Gather" else op)
             flat.append((use[0] if use else len(nodes), ft))
-        # Graph nodes are topologically sorted, so first use gives depth order.
+        # Graph nodes are topologically sorted (a subgraph's nodes come before the node that holds it),
+        # so the position of a tensor's use gives depth order.
         flat.sort(key=lambda pair: pair[0])
         feeds = _feeds(nodes, node_layer)
         return group_layers(
@@ -215,6 +266,112 @@ class OnnxSource(WeightSource):
             return
         count = ext.length // ext.dtype.itemsize
         yield from iter_file_chunks(ext.file, ext.offset, count, ext.dtype, max_elems, ref.key)
+
+
+def _all_graphs(graph: Any) -> list[Any]:
+    """Return the graph and every subgraph held by its nodes' attributes (If branches, Loop bodies)."""
+    out = [graph]
+    for node in graph.node:
+        for a in node.attribute:
+            for sub in [a.g] if a.HasField("g") else list(a.graphs):
+                out += _all_graphs(sub)
+    return out
+
+
+def _all_nodes(graph: Any) -> list[Any]:
+    """Return every node, each subgraph's nodes placed just before the node that holds them."""
+    out: list[Any] = []
+    for node in graph.node:
+        for a in node.attribute:
+            for sub in [a.g] if a.HasField("g") else list(a.graphs):
+                out += _all_nodes(sub)
+        out.append(node)
+    return out
+
+
+def _constant_tensor(onnx: Any, node: Any) -> tuple[Any, str]:
+    """Return a Constant node's value as a TensorProto named by its output, or (None, what was skipped)."""
+    if not node.output:
+        return None, ""
+    name = node.output[0]
+    for a in node.attribute:
+        if a.name == "value" and a.HasField("t"):
+            tensor = onnx.TensorProto()
+            tensor.CopyFrom(a.t)
+            tensor.name = name
+            return tensor, ""
+        if a.name in ("value_float", "value_int", "value_floats", "value_ints"):
+            value = {"value_float": a.f, "value_int": a.i, "value_floats": list(a.floats), "value_ints": list(a.ints)}
+            dtype = np.float32 if "float" in a.name else np.int64
+            return onnx.numpy_helper.from_array(np.asarray(value[a.name], dtype=dtype), name), ""
+        if a.name == "sparse_value":
+            return None, f"sparse Constant {name!r}"
+    return None, ""  # strings are not weights
+
+
+def _weight_use(
+    name: str, shape: tuple[int, ...], nodes: list[Any], readers: dict[str, list[tuple[int, int]]]
+) -> tuple[int, int, tuple[str, str]] | None:
+    """Return (node, input, (param, role)) where a tensor feeds a weight input, through pass-through ops."""
+    todo, seen = [(name, 0)], {name}
+    while todo:
+        current, depth = todo.pop(0)
+        for n, i in readers.get(current, []):
+            node = nodes[n]
+            if node.domain not in ("", "ai.onnx"):
+                continue
+            declared = _OP_INPUTS.get(node.op_type, {}).get(i)
+            if declared is not None:
+                if node.op_type == "Gather" and len(shape) != 2:
+                    continue  # only a 2-D table is an embedding; other Gathers index constants
+                return n, i, declared
+            if node.op_type in _PASS_THROUGH and i == 0 and depth < _PASS_DEPTH:
+                for out in node.output:
+                    if out not in seen:
+                        seen.add(out)
+                        todo.append((out, depth + 1))
+    return None
+
+
+def _trainable(
+    name: str,
+    shape: tuple[int, ...],
+    dtype: str,
+    weight: tuple[int, int, tuple[str, str]] | None,
+    uses: list[tuple[int, int]],
+    nodes: list[Any],
+) -> bool:
+    """Tell whether training updates a graph tensor: a weight input, a named parameter or a learned operand."""
+    _, param = split_name(name) if _TORCH_STYLE.match(name) else ("", name)
+    role = weight[2][1] if weight else "other"
+    quantized = weight is not None and dtype in ("int8", "uint8", "int4", "uint4", "int32")
+    if is_buffer(param, role, shape, dtype, quantized=quantized):
+        return False
+    if weight is not None:
+        return True
+    if _TORCH_STYLE.match(name):
+        return True  # exporters keep a module parameter's own name; constants get generated ones
+    size = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    return size > 1 and any(nodes[n].op_type in _ELEMENTWISE for n, _ in uses)
+
+
+def _operand_role(node: Any, index: int, nodes: list[Any]) -> str | None:
+    """Name the role of a learned element-wise operand: a norm's gamma/beta, or the bias after a MatMul/Conv."""
+    parts = [p for p in re.split(r"[/.]", node.name or "") if p]
+    if any(is_norm_name(p) for p in parts[:-1]):
+        return {"Mul": "gamma", "Add": "beta", "Sub": "beta"}.get(node.op_type)
+    if node.op_type == "Add":
+        producers = {out: n for n in nodes for out in n.output}
+        for i, name in enumerate(node.input):
+            src = producers.get(name)
+            # A Conv's output often reaches its bias through a Transpose, Slice or Squeeze.
+            for _ in range(_PASS_DEPTH):
+                if src is None or src.op_type not in _PASS_THROUGH | {"Slice"} or not src.input:
+                    break
+                src = producers.get(src.input[0])
+            if i != index and src is not None and src.op_type in ("MatMul", "Conv", "Gemm", "ConvTranspose"):
+                return "bias"
+    return None
 
 
 def _attr(node: Any, name: str, default: int) -> int:

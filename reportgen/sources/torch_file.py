@@ -20,8 +20,23 @@ from reportgen.sources.safetensors_file import iter_file_chunks
 MIN_TORCH = (2, 6)
 EXTRA_HINT = "pip install 'reportgen[torch]'"
 
-# Checkpoint wrappers that hold the state dict one level down.
-_WRAPPER_KEYS = ("state_dict", "model")
+# Checkpoint keys that hold the model's state dict one level down, most specific first.
+_WRAPPER_KEYS = (
+    "state_dict",
+    "model_state_dict",
+    "model_state",
+    "model",
+    "module",
+    "net",
+    "network",
+    "params",
+    "weights",
+    "ema",
+)
+# Wrappers nest (Lightning's {"model": {"state_dict": ...}}); deeper than this is not a checkpoint layout.
+_MAX_WRAPPER_DEPTH = 4
+# How many names of what was not read the description lists.
+_NOT_READ_SHOWN = 5
 
 
 def _import_torch(path: Path) -> Any:
@@ -58,31 +73,60 @@ def _load(torch: Any, path: Path) -> Any:
         raise SourceError(f"{path}: cannot read as a PyTorch file ({_reason(exc)})") from None
 
 
-def _state_dict(obj: Any, path: Path) -> tuple[dict[str, Any], str]:
-    """Return (name -> tensor, where it was found) from a loaded checkpoint."""
-    container = "state dict"
-    if isinstance(obj, Mapping):
-        for key in _WRAPPER_KEYS:
-            inner = obj.get(key)
-            if isinstance(inner, Mapping):
-                obj, container = inner, f"checkpoint[{key!r}]"
-                break
+def _is_tensor(value: Any) -> bool:
+    return type(value).__name__ in ("Tensor", "Parameter") and hasattr(value, "numpy")
+
+
+def _unwrap(obj: Any) -> tuple[Any, list[str], list[str]]:
+    """Descend through wrapper keys to the mapping that holds tensors; return it, the keys taken, what was left."""
+    keys: list[str] = []
+    left: list[str] = []
+    while isinstance(obj, Mapping) and len(keys) < _MAX_WRAPPER_DEPTH:
+        if any(_is_tensor(v) for v in obj.values()):
+            break
+        key = next((k for k in _WRAPPER_KEYS if isinstance(obj.get(k), Mapping) and obj.get(k)), None)
+        if key is None:
+            break
+        where = "".join(f"[{k!r}]" for k in keys)
+        left += [f"checkpoint{where}[{k!r}]" for k in obj if k != key]
+        keys.append(key)
+        obj = obj[key]
+    return obj, keys, left
+
+
+def _flatten(
+    obj: Mapping[Any, Any], prefix: str, container: str, path: Path, out: dict[str, Any], left: list[str]
+) -> None:
+    """Collect tensors under dotted names (nested mappings become name parts); list what is not a tensor."""
+    for name, value in obj.items():
+        if not isinstance(name, str):
+            raise SourceError(f"{path}: {container}: key {name!r} is not a string")
+        if _is_tensor(value):
+            out[prefix + name] = value
+        elif isinstance(value, Mapping) and value:
+            _flatten(value, f"{prefix}{name}.", container, path, out, left)
+        else:
+            left.append(f"{container}[{prefix + name!r}] (a {type(value).__name__})")
+
+
+def _state_dict(obj: Any, path: Path) -> tuple[dict[str, Any], str, list[str]]:
+    """Return (name -> tensor, where it was found, what was not read) from a loaded checkpoint."""
     if not isinstance(obj, Mapping):
         kind = type(obj).__name__
         raise SourceError(f"{path}: not a state dict: the file holds a {kind}, not a mapping of tensors")
     if not obj:
         raise SourceError(f"{path}: the state dict is empty")
+    inner, keys, left = _unwrap(obj)
+    container = "checkpoint" + "".join(f"[{k!r}]" for k in keys) if keys else "state dict"
     out: dict[str, Any] = {}
-    for name, value in obj.items():
-        if not isinstance(name, str):
-            raise SourceError(f"{path}: {container}: key {name!r} is not a string")
-        if type(value).__name__ not in ("Tensor", "Parameter") or not hasattr(value, "numpy"):
-            raise SourceError(f"{path}: {container}[{name!r}]: a {type(value).__name__}, not a tensor")
-        out[name] = value
+    _flatten(inner, "", container, path, out, left)
+    if not out:
+        shown = "; ".join(left[:_NOT_READ_SHOWN])
+        raise SourceError(f"{path}: no tensors in the {container} (not read: {shown})")
     # DataParallel saves every name under 'module.'; the layer names read better without it.
     if all(k.startswith("module.") for k in out):
         out = {k[len("module.") :]: v for k, v in out.items()}
-    return out, container
+    return out, container, left
 
 
 def to_numpy(torch: Any, tensor: Any, where: str) -> np.ndarray:
@@ -126,7 +170,7 @@ class TorchSource(WeightSource):
             raise SourceError(f"{self.path}: no such file")
         self._torch = _import_torch(self.path)
         self._mmap = zipfile.is_zipfile(self.path)
-        tensors, container = _state_dict(_load(self._torch, self.path), self.path)
+        tensors, container, left = _state_dict(_load(self._torch, self.path), self.path)
         self._tensors = tensors
         flat = []
         for name, t in tensors.items():
@@ -139,9 +183,13 @@ class TorchSource(WeightSource):
         # A state dict lists parameters in module registration order, which is the model's order.
         self._layers = group_layers(flat, layout="torch", order="appearance")
         kind = "zip" if self._mmap else "legacy pickle"
+        description = f"{len(tensors)} tensors from a PyTorch {kind} file ({container})"
+        if left:
+            more = f" and {len(left) - _NOT_READ_SHOWN} more" if len(left) > _NOT_READ_SHOWN else ""
+            description += f"; not read: {', '.join(left[:_NOT_READ_SHOWN])}{more}"
         self.info = SourceInfo(
             format="pytorch",
-            description=f"{len(tensors)} tensors from a PyTorch {kind} file ({container})",
+            description=description,
             files=(self.path,),
             extra={"torch": str(self._torch.__version__)},
         )
