@@ -134,6 +134,12 @@ def main() -> None:
             f"{r['hed_rss_mib']:.0f} MiB in {r['hed_s']:.2f} s",
         )
     row("  (python + numpy alone)", f"{r['python_baseline_mib']:.0f} MiB")
+    hb = subprocess_json(["bench/history_bench.py", str(WORK / "history")])
+    row(
+        f"history, {hb['releases']:.0f} releases x {hb['layers']:.0f} layers: json / html+pdf+json",
+        f"{hb['json_s']:.1f} s / {hb['all_s']:.1f} s",
+    )
+    row("  history.pdf pages; history.html size", f"{hb['pdf_pages']:.0f} pages; {hb['html_kib']:.0f} KiB")
     try:
         import distributed  # noqa: F401
 

@@ -236,7 +236,19 @@ def load(path: Path | str) -> LoadedStats:
     if not file.is_file():
         raise SourceError(f"{path}: folder holds no stats.json (build the report with the json format)")
     try:
-        raw = json.loads(file.read_text(encoding="utf-8"))
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SourceError(f"{file}: cannot read ({getattr(exc, 'strerror', None) or exc})") from None
+    try:
+        # Fast path for a well-formed current document: parsed and typed in one pass, half the time of
+        # json.loads followed by validation (a history reads dozens of 1 MB files).
+        doc = StatsJson.model_validate_json(text)
+        if doc.schema_version == CURRENT_VERSION:
+            return LoadedStats(doc, file, CURRENT_VERSION)
+    except ValidationError:
+        pass  # the slow path below finds the version and names the first problem
+    try:
+        raw = json.loads(text)
     except (OSError, UnicodeDecodeError) as exc:
         raise SourceError(f"{file}: cannot read ({getattr(exc, 'strerror', None) or exc})") from None
     except json.JSONDecodeError as exc:
