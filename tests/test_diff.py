@@ -285,7 +285,15 @@ def test_errors_name_the_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     future.write_text(json.dumps({"schema_version": "2.0", "models": []}))
     empty = tmp_path / "empty"
     empty.mkdir()
+    wrong = tmp_path / "wrong.json"
+    raw = _v09()
+    raw["models"][0]["layers"][1]["params"][0]["shape"] = "wide"
+    wrong.write_text(json.dumps(raw))
+    # a build killed between its two renames leaves the previous report beside the missing folder
+    (tmp_path / ".rep.old-4242-x1").mkdir()
     cases = [
+        (wrong, "wrong.json: models[0].layers[1].params[0].shape: Input should be a valid tuple"),
+        (tmp_path / "rep", "rep: no such file or folder (.rep.old-4242-x1 beside it holds the previous report"),
         (tmp_path / "missing", "missing: no such file or folder"),
         (bad_json, "bad.json: not a stats.json (invalid JSON at line 1)"),
         (other, "other.json: not a stats.json (no schema_version and models)"),

@@ -15,6 +15,9 @@ from reportgen.render.pdf import render_pdf
 from reportgen.render.release_figures import history_figures
 from reportgen.thresholds import RELEASES
 
+# Layer rows in the PDF's table at most (about one page); the HTML and history.json hold every layer.
+PDF_LAYER_ROWS = 40
+
 # history.json, schema_version 1.0 (keys sorted, NaN/Inf written as null):
 #   schema_version, tool {name, version}, thresholds {history_move}
 #   releases[]: {index, name, path, title, generated_at, tool_version, schema_version}
@@ -74,6 +77,15 @@ def _rows(m: ModelHistory, all_layers: bool) -> list[dict[str, Any]]:
     return rows
 
 
+def _first_rows(rows: list[dict[str, Any]], limit: int | None) -> list[dict[str, Any]]:
+    """Keep the layers with problems first, then those that moved most often, at most limit of them."""
+    if limit is None or len(rows) <= limit:
+        return rows
+    ranked = sorted(rows, key=lambda r: (r["problem"] is None, -r["moves"]))[:limit]
+    keep = {id(r) for r in ranked}
+    return [r for r in rows if id(r) in keep]
+
+
 def _steps(h: HistoryModel, m: ModelHistory) -> list[dict[str, Any]]:
     """Return one row per step between consecutive releases: how many layers moved and the biggest."""
     out = []
@@ -91,7 +103,8 @@ def render_html_history(h: HistoryModel, figures: dict[str, list[FigureData]], *
         {
             "m": m,
             "figures": figures.get(m.name, []),
-            "rows": _rows(m, all_layers=False),
+            "rows": _first_rows(_rows(m, all_layers=False), PDF_LAYER_ROWS if for_pdf else None),
+            "row_total": len(_rows(m, all_layers=False)),
             "all_rows": [] if for_pdf else _rows(m, all_layers=True),
             "steps": _steps(h, m),
         }
