@@ -181,3 +181,11 @@ def test_comparison_crash_keeps_the_report(
     assert code == 9 and (out / "stats.json").is_file() and not (out / "diff.json").exists()
     err = capsys.readouterr().err.strip()
     assert err.endswith("comparison failed: ZeroDivisionError: float division by zero") and "\n" not in err
+
+
+def test_exit_codes_are_documented() -> None:
+    from reportgen.errors import EXIT_CODES, ComparisonError, GateFailure
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    for code in (ComparisonError.exit_code, GateFailure.exit_code):
+        assert code in EXIT_CODES and f"\n| {code} | " in readme
