@@ -13,7 +13,8 @@ import pytest
 
 from reportgen import diff as rdiff
 from reportgen.cli import main
-from reportgen.diff import compute_diff, weight_change
+from reportgen.diff import compute_diff
+from reportgen.diff_weights import weight_change
 from reportgen.releases import diff_summary
 from reportgen.render.diff_report import render_diff
 from reportgen.stats_json import LoadedStats, load, parse
