@@ -217,9 +217,13 @@ def _problems(series: Sequence[LayerSeries]) -> list[Problem]:
                 seen[key] = Problem(s.layer, a.param, a.severity, a.code, a.message, first, r, r == n - 1)
         for r in range(1, n):
             if (s.verdicts[r - 1], s.verdicts[r]) in VERDICT_REGRESSIONS:
+                last = r
+                while last + 1 < n and s.verdicts[last + 1] == s.verdicts[r]:
+                    last += 1  # the regression lasts while the layer keeps its new verdict
                 key = (s.layer, "verdict_regression", None)
                 msg = f"verdict went from {s.verdicts[r - 1]} to {s.verdicts[r]}"
-                seen.setdefault(key, Problem(s.layer, None, "critical", "verdict_regression", msg, r, r, False))
+                problem = Problem(s.layer, None, "critical", "verdict_regression", msg, r, last, last == n - 1)
+                seen.setdefault(key, problem)
     return sorted(seen.values(), key=lambda p: (p.first, SEVERITY_ORDER.index(p.severity), p.layer))
 
 

@@ -87,13 +87,15 @@ def _first_rows(rows: list[dict[str, Any]], limit: int | None) -> list[dict[str,
 
 
 def _steps(h: HistoryModel, m: ModelHistory) -> list[dict[str, Any]]:
-    """Return one row per step between consecutive releases: how many layers moved and the biggest."""
-    out = []
+    """Return one row per step between releases (quiet runs merged): how many layers moved, the biggest."""
+    out: list[dict[str, Any]] = []
     for r in range(1, len(h.releases)):
         moves = m.moves_at(r)
-        out.append(
-            {"to": r, "count": len(moves), "named": moves[:MOVES_NAMED], "more": max(0, len(moves) - MOVES_NAMED)}
-        )
+        if not moves and out and out[-1]["count"] == 0:
+            out[-1]["to"] = r  # a run of quiet steps is one row
+            continue
+        named, more = moves[:MOVES_NAMED], max(0, len(moves) - MOVES_NAMED)
+        out.append({"from": r - 1, "to": r, "count": len(moves), "named": named, "more": more})
     return out
 
 
