@@ -189,3 +189,22 @@ def test_exit_codes_are_documented() -> None:
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     for code in (ComparisonError.exit_code, GateFailure.exit_code):
         assert code in EXIT_CODES and f"\n| {code} | " in readme
+
+
+def test_history_follows_added_removed_and_renamed_models(releases: Releases, tmp_path: Path) -> None:
+    from reportgen.history import compute_history
+
+    paths = [releases.r1, releases.r2, releases.r3]
+    h = compute_history([load(p) for p in paths], [str(p) for p in paths])
+    names = {m.name: m.names for m in h.models}
+    assert names == {
+        "encoder": ("encoder", "encoder", "encoder"),
+        "decoder-v2": ("decoder", "decoder-v2", "decoder-v2"),
+        "head": ("head", None, None),
+        "classifier": (None, "classifier", "classifier"),
+    }
+    classifier = next(m for m in h.models if m.name == "classifier")
+    assert classifier.first_wrong == 2  # the NaN of r3
+    out = tmp_path / "h"
+    assert main(["history", *map(str, paths), "-o", str(out), "-q"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["history.html", "history.json", "history.pdf"]

@@ -177,6 +177,9 @@ def history_figures(h: HistoryModel) -> dict[str, list[FigureData]]:
     """Draw each model's maps and lines, keyed by model name."""
     out: dict[str, list[FigureData]] = {}
     for m in h.models:
+        if not m.layers:  # a model whose layers hold no tensors: nothing to draw
+            out[m.name] = []
+            continue
         figs = [_scale_lines(h, m), _scale_map(h, m), _verdict_map(h, m)]
         out[m.name] = [f for f in figs if f is not None]
     return out
