@@ -212,13 +212,15 @@ RECIPES = (
 )
 
 
-def cases(folder: Path) -> list[Case]:
-    """Write every crafted model (once) and return the labelled cases."""
+def cases(folder: Path, wanted: Callable[[str], bool] = lambda name: True) -> list[Case]:
+    """Write every wanted crafted model (once) and return the labelled cases."""
     from safetensors.numpy import save_file
 
     folder.mkdir(parents=True, exist_ok=True)
     out = []
     for i, r in enumerate(RECIPES):
+        if not wanted(r.name):
+            continue
         path = folder / f"case{i:02d}.safetensors"
         if not path.is_file():
             tmp = path.with_suffix(".part")

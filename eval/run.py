@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     cache.mkdir(parents=True, exist_ok=True)
     cases: list[harness.Case] = []
     if not args.no_crafted:
-        cases += [c for c in crafted.cases(cache / "crafted") if _wanted(c.name, args.only)]
+        cases += crafted.cases(cache / "crafted", lambda name: _wanted(name, args.only))
     if not args.no_real:
         cases += harness.real_cases(cache, args.only)
     views: list = []

@@ -390,7 +390,8 @@ def _tensor_alerts(model: str, layer: LayerInfo, ta: TensorAnalysis, verdict: Ve
     if ta.dead_units and ta.units and not (constant and s.min == 0):
         share = ta.dead_units / ta.units
         severity = "warning" if share >= t.dead_unit_warning_share else "info"
-        msg = f"{ta.dead_units} of {ta.units} output units have all-zero weights and output only their bias"
+        out_is = "only their bias" if layer.param("bias") is not None else "zero"
+        msg = f"{ta.dead_units} of {ta.units} output units have all-zero weights and output {out_is}"
         numbers: tuple[tuple[str, float], ...] = (("dead_units", ta.dead_units), ("units", ta.units), ("share", share))
         alert("dead-units", severity, msg, *numbers)
     check = ta.init_check if isinstance(ta.init_check, InitCheck) else None

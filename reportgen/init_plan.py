@@ -55,7 +55,7 @@ _MAPPED: dict[str, tuple[str, dict[str, str]]] = {
 }
 # Torch RNN parameters (nn.LSTM weight_ih_l0, nn.LSTMCell weight_ih): all drawn from U(+-1/sqrt(hidden)).
 _TORCH_RNN = re.compile(r"^(weight|bias)_(ih|hh)(_l\d+)?(_reverse)?$")
-_GATES = {"LSTM": 4, "GRU": 3}
+_SHOWN = {"pytorch": "PyTorch", "keras": "Keras", "transformers": "Hugging Face transformers"}
 
 
 def parse_spec(value: Any, origin: str = "config") -> InitSpec:
@@ -292,7 +292,8 @@ def plan_note(plan: InitPlan, framework: Framework | None, defaulted: int = 1) -
             parts[-1] += " (PyTorch defaults for biases and norms too)"
     elif framework is not None:
         parts.append(
-            f"{framework.name} default initializers assumed for {defaulted} tensors ({framework.evidence}): "
+            f"{_SHOWN.get(framework.name, framework.name)} default initializers assumed for {defaulted} tensors "
+            f"({framework.evidence}): "
             f"{describe_spec(framework.weight)} weights, default biases, ones/zeros for norms"
         )
     for rule in plan.rules:

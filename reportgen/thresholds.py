@@ -34,16 +34,17 @@ class Thresholds:
 
     exploding_scale_ratio: float = 10.0
     """std / init std above which a weight's scale is noted (info). Measured with `make eval` on the
-    weights of seven healthy trained models (166 tensors): ratios span 0.24-38.9, median 2.7-8.3 per
-    model; silero-vad's convs sit at 3.2-19x PyTorch's default, NudeNet's first conv (BatchNorm folded in)
-    at 38.9x. So above 10x is information about the training, not a fault by itself."""
+    weights of seven healthy trained models (165 tensors with a random init): ratios span 0.24-38.9, with
+    per-model medians of 0.78 (HED, fine-tuned VGG-16) to 8.3 (silero-vad); silero-vad's convs sit at
+    3.2-19x PyTorch's default, NudeNet's first conv (BatchNorm folded in) at 38.9x. So above 10x is
+    information about the training (`.venv/bin/python eval/run.py --measure` prints the spread)."""
 
     exploding_scale_warning: float = 100.0
     """std / init std above which the scale is a warning: 2.6x above the largest ratio of any healthy
     weight measured (38.9x), where a diverging layer or a wrong initializer statement is the likely cause."""
 
     collapsed_scale_ratio: float = 0.1
-    """std / init std below which a weight's scale is noted (info): the smallest of 166 healthy trained
+    """std / init std below which a weight's scale is noted (info): the smallest of 165 healthy trained
     weights measured is 0.24x (FER mini-Xception's conv2d_2 against glorot_uniform)."""
 
     collapsed_scale_warning: float = 0.01

@@ -161,7 +161,7 @@ def test_a_bert_layer_redrawn_from_its_init_is_at_init_and_alerted(tmp_path: Pat
     assert status["encoder.layer.1.dense"] == "moved" and status["encoder.layer.1.LayerNorm"] == "moved"
     (alert,) = [a for a in view.diagnosis.alerts if a.code == "at-init-in-trained-model"]
     assert alert.layer == "encoder.layer.2.dense"
-    assert "transformers default initializers assumed" in view.init_statement
+    assert "Hugging Face transformers default initializers assumed" in view.init_statement
     assert "initializer_range 0.02" in view.init_statement
 
 
@@ -206,5 +206,5 @@ def test_planned_source_reads_through(tmp_path: Path):
     (layer,) = src.layers()
     assert layer.params[0].init.kind == "pytorch_default" and layer.params[0].init.origin == "framework-default"
     np.testing.assert_array_equal(src.read(layer.params[0]), values)
-    assert "pytorch default initializers assumed" in src.note
+    assert "PyTorch default initializers assumed" in src.note
     src.close()
