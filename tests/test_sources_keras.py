@@ -389,6 +389,15 @@ def test_wrapper_cells_and_batchnorm_without_a_config(wrapped: dict) -> None:
                     assert ref.trainable is not frozen, (file, layer.name, ref.name)
             bn = next(lay for lay in src.layers() if lay.class_name == "BatchNormalization")
             assert np.array_equal(src.read(bn.param("moving_variance")), by_path["bn/moving_variance"])
+    # What is not read is said: the optimizer's slots saved beside the weights, counted here with h5py.
+    with h5py.File(wrapped["dir"] / "w.weights.h5", "r") as f:
+        state: list[str] = []
+        for group in ("optimizer", "metrics"):
+            if group in f:
+                f[group].visititems(lambda name, obj: state.append(name) if isinstance(obj, h5py.Dataset) else None)
+    assert state
+    with open_path(wrapped["dir"] / "w.weights.h5") as src:
+        assert src.info.description.endswith(f"; not read: {len(state)} optimizer/metric variables (training state)")
 
 
 def test_weights_file_without_weights_is_a_source_error(tmp_path: Path) -> None:

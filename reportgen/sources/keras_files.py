@@ -428,6 +428,17 @@ class KerasWeightsSource(_H5Source):
             description=f"Keras 3 weights file {self.path.name} (layer types inferred from tensor shapes)",
             files=(self.path,),
         )
+        state = self._training_state()
+        if state:
+            self.info.description += f"; not read: {state} optimizer/metric variables (training state)"
+
+    def _training_state(self) -> int:
+        """Count the optimizer and metric variables a weights file holds beside the model's own."""
+        root = self.h5.root
+        groups = [self.h5.child(root, g) for g in ("optimizer", "metrics") if self.h5.has(root, g)]
+        return sum(
+            1 for grp in groups if hasattr(grp, "keys") for _, obj in self.h5.walk(grp) if not hasattr(obj, "keys")
+        )
 
     def _build(self, config: Any) -> list[LayerInfo]:
         owners = scan_owners(self.h5)
@@ -744,8 +755,10 @@ class SavedModelSource(WeightSource):
         # Checkpoint keys come first in object-graph order when the graph names them, which keeps
         # the model's variable order; the same variable may sit under two keys, so keep the first.
         keys = [k for k in full_names if k in shapes] + sorted(set(shapes) - set(full_names), key=natural_key)
+        skipped = 0
         for key in keys:
             if any(s in key for s in self._SKIP):
+                skipped += "optimizer" in key or "metrics" in key
                 continue
             clean = full_names.get(key) or key.split("/.ATTRIBUTES")[0]
             if clean in seen:
@@ -783,7 +796,8 @@ class SavedModelSource(WeightSource):
             )
         self.info = SourceInfo(
             format="tf-savedmodel",
-            description=f"TensorFlow SavedModel {self.path.name}",
+            description=f"TensorFlow SavedModel {self.path.name}"
+            + (f"; not read: {skipped} optimizer/metric variables (training state)" if skipped else ""),
             files=tuple(sorted(p for p in self.path.rglob("*") if p.is_file())),
         )
 
