@@ -45,7 +45,8 @@ def _init_bounds(m: ModelView) -> list[Finding]:
     inside, outside, worst = 0, [], (0.0, "")
     kinds: set[str] = set()
     for layer in m.weighted_layers:
-        a = m.analysis(layer.name, "kernel")
+        ref = layer.param("kernel")
+        a = m.analysis(layer.name, ref.name) if ref is not None else None
         if a is None or a.init is None or a.init.family != "uniform" or not a.init.limit:
             continue
         kinds.add(a.init.spec.kind)
@@ -63,9 +64,14 @@ def _init_bounds(m: ModelView) -> list[Finding]:
     formula = _UNIFORM_LIMITS.get(init)
     bound = f"{init} bound {formula}" if formula else f"{init} bound"
     if not outside:
+        lead = (
+            f"The one kernel of {m.name} with a uniform initializer lies"
+            if total == 1
+            else (f"All {total} kernels of {m.name} lie")
+        )
         return [
             Finding(
-                f"All {total} kernels of {m.name} lie inside their {bound}: "
+                f"{lead} inside {'its' if total == 1 else 'their'} {bound}: "
                 f"the largest |w|, in {worst[1]}, is {_ratio_words(worst[0])}.",
                 m.name,
                 worst[1],
@@ -77,7 +83,8 @@ def _init_bounds(m: ModelView) -> list[Finding]:
     r, name = outside[0]
     return [
         Finding(
-            f"{len(outside)} of {total} kernels of {m.name} exceed the bound of their {init} initializer; "
+            f"{len(outside)} of {total} kernels of {m.name} {'exceeds' if total == 1 else 'exceed'} the bound of "
+            f"{'its' if total == 1 else 'their'} {init} initializer; "
             f"the largest |w| in {name} is {plain(r, 3)}× the initial limit.",
             m.name,
             name,
