@@ -45,7 +45,8 @@ def _init_bounds(m: ModelView) -> list[Finding]:
     inside, outside, worst = 0, [], (0.0, "")
     kinds: set[str] = set()
     for layer in m.weighted_layers:
-        a = m.analysis(layer.name, "kernel")
+        ref = layer.param("kernel")
+        a = m.analysis(layer.name, ref.name) if ref is not None else None
         if a is None or a.init is None or a.init.family != "uniform" or not a.init.limit:
             continue
         kinds.add(a.init.spec.kind)
@@ -63,9 +64,14 @@ def _init_bounds(m: ModelView) -> list[Finding]:
     formula = _UNIFORM_LIMITS.get(init)
     bound = f"{init} bound {formula}" if formula else f"{init} bound"
     if not outside:
+        lead = (
+            f"The one kernel of {m.name} with a uniform initializer lies"
+            if total == 1
+            else (f"All {total} kernels of {m.name} lie")
+        )
         return [
             Finding(
-                f"All {total} kernels of {m.name} lie inside their {bound}: "
+                f"{lead} inside {'its' if total == 1 else 'their'} {bound}: "
                 f"the largest |w|, in {worst[1]}, is {_ratio_words(worst[0])}.",
                 m.name,
                 worst[1],
@@ -77,7 +83,8 @@ def _init_bounds(m: ModelView) -> list[Finding]:
     r, name = outside[0]
     return [
         Finding(
-            f"{len(outside)} of {total} kernels of {m.name} exceed the bound of their {init} initializer; "
+            f"{len(outside)} of {total} kernels of {m.name} {'exceeds' if total == 1 else 'exceed'} the bound of "
+            f"{'its' if total == 1 else 'their'} {init} initializer; "
             f"the largest |w| in {name} is {plain(r, 3)}× the initial limit.",
             m.name,
             name,
@@ -161,7 +168,7 @@ def _in_out(shape: tuple[int, ...], layout: str) -> tuple[int, int]:
     return shape[-2], shape[-1]
 
 
-def _longest_chain(n: int, edges: dict[int, list[int]]) -> list[int]:
+def _longest_chain(n: int, edges: dict[int, set[int]]) -> list[int]:
     """Return the longest path through a DAG whose edges go from lower to higher index."""
     best = [1] * n
     prev = [-1] * n
@@ -183,7 +190,7 @@ def main_path(m: ModelView, names: Sequence[str], widths: Sequence[tuple[int, in
     """Return the indexes (into names) of the layers on the network's main path, heads trimmed off."""
     pos = {name: i for i, name in enumerate(names)}
     by_name = {layer.name: layer for layer in m.layers}
-    edges: dict[int, list[int]] = {}
+    edges: dict[int, set[int]] = {}
     graph = any(by_name[n].feeds for n in names if n in by_name)
     for i, name in enumerate(names):
         if graph:
@@ -196,12 +203,12 @@ def main_path(m: ModelView, names: Sequence[str], widths: Sequence[tuple[int, in
                 seen.add(f)
                 if f in pos:
                     if pos[f] > i:
-                        edges.setdefault(i, []).append(pos[f])
+                        edges.setdefault(i, set()).add(pos[f])
                 else:
                     todo.extend(by_name[f].feeds)
         else:
             # No graph in the file: a layer follows another when its input width is the other's output width.
-            edges[i] = [j for j in range(i + 1, len(names)) if widths[j][0] == widths[i][1]]
+            edges[i] = {j for j in range(i + 1, len(names)) if widths[j][0] == widths[i][1]}
     chain = _longest_chain(len(names), edges)
     median = float(np.median([widths[i][1] for i in chain])) if chain else 0.0
     while len(chain) > 3 and widths[chain[-1]][1] * HEAD_NARROWING <= median:
@@ -275,8 +282,8 @@ def _depth_trend(m: ModelView) -> list[Finding]:
     for kind in ("Conv2D", "Conv2d", "Conv1D", "Conv1d", "Conv", "Dense", "Linear"):
         rows = []
         for layer in m.weighted_layers:
-            ref = layer.param("kernel") if hasattr(layer, "param") else None
-            a = m.analysis(layer.name, ref.name if ref is not None else "kernel")
+            ref = layer.param("kernel")
+            a = m.analysis(layer.name, ref.name) if ref is not None else None
             if layer.class_name == kind and a is not None and ref is not None and ref.trainable:
                 rows.append((layer.name, a, _in_out(ref.shape, ref.layout)))
         if len(rows) < 3:

@@ -391,3 +391,18 @@ def test_trend_steepened_by_training_says_by_how_much() -> None:
     stronger = re.search(r"training made it ([0-9.]+)× stronger end to end$", rest)
     assert stronger is not None, rest
     assert float(stronger.group(1)) == pytest.approx((means[0] / means[1]) / (stds[0] / stds[-1]), rel=5e-3)
+
+
+def test_init_bound_sentence_for_one_kernel() -> None:
+    """One uniform kernel: singular words, and the ratio computed from the array."""
+    from reportgen.findings import _init_bounds
+
+    rng = np.random.default_rng(6)
+    limit = math.sqrt(6.0 / (9 * 4 + 9 * 8))
+    arrays = {"c0": rng.uniform(-limit, limit, (3, 3, 4, 8)).astype("f4")}
+    view = _view(arrays, init="glorot_uniform")
+    (f,) = _init_bounds(view)
+    assert f.text.startswith("The one kernel of m with a uniform initializer lies inside its glorot_uniform bound")
+    ratio = float(np.abs(arrays["c0"]).max()) / limit
+    reported = float(re.search(r"the largest \|w\|, in c0, is ([0-9.]+) of its limit\.$", f.text).group(1))
+    assert reported == pytest.approx(ratio, rel=1e-5)

@@ -349,7 +349,7 @@ def wrapped(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
 
 # Variables of each layer in Keras's order, with the initializer its config names.
 _WRAPPED = {
-    "bi": [("kernel", "glorot_uniform"), ("recurrent_kernel", "orthogonal"), ("bias", "zeros")] * 2,
+    "bi": [("kernel", "glorot_uniform"), ("recurrent_kernel", "orthogonal"), ("bias", "keras_lstm_bias")] * 2,
     "td": [("kernel", "he_uniform"), ("bias", "zeros")],
     "bn": [("gamma", "ones"), ("beta", "zeros"), ("moving_mean", "zeros"), ("moving_variance", "ones")],
     "bi2": [("kernel", "glorot_uniform"), ("recurrent_kernel", "glorot_normal"), ("bias", "zeros")] * 2,
@@ -389,6 +389,15 @@ def test_wrapper_cells_and_batchnorm_without_a_config(wrapped: dict) -> None:
                     assert ref.trainable is not frozen, (file, layer.name, ref.name)
             bn = next(lay for lay in src.layers() if lay.class_name == "BatchNormalization")
             assert np.array_equal(src.read(bn.param("moving_variance")), by_path["bn/moving_variance"])
+    # What is not read is said: the optimizer's slots saved beside the weights, counted here with h5py.
+    with h5py.File(wrapped["dir"] / "w.weights.h5", "r") as f:
+        state: list[str] = []
+        for group in ("optimizer", "metrics"):
+            if group in f:
+                f[group].visititems(lambda name, obj: state.append(name) if isinstance(obj, h5py.Dataset) else None)
+    assert state
+    with open_path(wrapped["dir"] / "w.weights.h5") as src:
+        assert src.info.description.endswith(f"; not read: {len(state)} optimizer/metric variables (training state)")
 
 
 def test_weights_file_without_weights_is_a_source_error(tmp_path: Path) -> None:
@@ -398,3 +407,27 @@ def test_weights_file_without_weights_is_a_source_error(tmp_path: Path) -> None:
         f.create_group("layers/dropout/vars")
     with pytest.raises(SourceError, match=r"empty\.weights\.h5: no weights found \(Keras 3 weights file"):
         open_path(path)
+
+
+@pytest.mark.parametrize("file", ["fresh.keras", "fresh.h5"])
+def test_lstm_bias_init_follows_unit_forget_bias(tmp_path: Path, file: str) -> None:
+    """A fresh LSTM bias has ones on the forget gate when unit_forget_bias is on: spec and arrays agree."""
+    keras.utils.set_random_seed(5)
+    layers = keras.layers
+    x = keras.Input((3, 2))
+    y = layers.Bidirectional(layers.LSTM(4, return_sequences=True), name="bi")(x)
+    y = layers.LSTM(3, unit_forget_bias=False, name="plain")(y)
+    keras.Model(x, y).save(tmp_path / file)
+    with open_path(tmp_path / file) as src:
+        biases = [(lay.name, p) for lay in src.layers() for p in lay.params if p.role == "bias"]
+        assert len(biases) == 3
+        for name, ref in biases:
+            values = src.read(ref)
+            units = values.shape[0] // 4
+            if name == "bi":
+                assert ref.init is not None and ref.init.kind == "keras_lstm_bias"
+                expected = np.r_[np.zeros(units), np.ones(units), np.zeros(2 * units)]
+            else:
+                assert ref.init is not None and ref.init.kind == "zeros"
+                expected = np.zeros(4 * units)
+            np.testing.assert_array_equal(values, expected)

@@ -579,3 +579,24 @@ def test_onnx_quantized_weight_through_dequantize_is_trainable(tmp_path: Path) -
     assert (refs["w_q"].role, refs["w_q"].trainable) == ("kernel", True)
     assert not refs["w_scale"].trainable and not refs["w_zero"].trainable
     np.testing.assert_array_equal(src.read(refs["w_q"]), codes)
+
+
+def test_checkpoint_without_wrapper_key_skips_training_state(tmp_path: Path) -> None:
+    """Sub-networks at the top level are read with dotted names; optimizer state beside them is named, not read."""
+    torch = pytest.importorskip("torch")
+    from reportgen.sources.torch_file import TorchSource
+
+    gen, disc = torch.nn.Linear(3, 4), torch.nn.Linear(4, 1)
+    opt = torch.optim.SGD(gen.parameters(), lr=0.1, momentum=0.9)
+    gen(torch.ones(2, 3)).sum().backward()
+    opt.step()
+    path = tmp_path / "gan.pt"
+    torch.save({"gen": gen.state_dict(), "disc": disc.state_dict(), "optimizer": opt.state_dict()}, path)
+    src = TorchSource(path)
+    assert [p.key for layer in src.layers() for p in layer.params] == [
+        "gen.weight",
+        "gen.bias",
+        "disc.weight",
+        "disc.bias",
+    ]
+    assert src.info.description.endswith("not read: state dict['optimizer'] (training state)")

@@ -22,7 +22,7 @@ import numpy as np
 
 from reportgen.errors import SourceError
 from reportgen.initializers import spec_from_keras
-from reportgen.sources.base import DEFAULT_CHUNK_ELEMS, LayerInfo, SourceInfo, TensorRef, WeightSource
+from reportgen.sources.base import DEFAULT_CHUNK_ELEMS, InitSpec, LayerInfo, SourceInfo, TensorRef, WeightSource
 from reportgen.sources.hdf5_safe import SafeH5, natural_key
 from reportgen.sources.naming import is_buffer
 
@@ -169,11 +169,22 @@ def sub_object(class_name: str, config: dict[str, Any], rel: str) -> tuple[str, 
     return cls, conf
 
 
-def wrapped_config(class_name: str, config: dict[str, Any], weight_path: str) -> dict[str, Any]:
-    """Return the config that holds the initializers of a wrapper's weight, from its legacy HDF5 path."""
+def wrapped(class_name: str, config: dict[str, Any], weight_path: str) -> tuple[str, dict[str, Any]]:
+    """Return the class and config that hold a wrapper's weight, from its legacy HDF5 path."""
     if class_name not in _WRAPPERS:
-        return config
-    return _inner(config, backward="backward" in weight_path)[1] or config
+        return class_name, config
+    inner = _inner(config, backward="backward" in weight_path)
+    return inner if inner[0] else (class_name, config)
+
+
+def init_spec(name: str, class_name: str, config: dict[str, Any]) -> Any:
+    """Return the initializer of one variable from its layer's config, as Keras applies it."""
+    spec = _init_for(name, config)
+    # An LSTM records bias_initializer zeros, but unit_forget_bias (on by default) puts ones on the forget gate.
+    lstm = class_name in ("LSTM", "LSTMCell")
+    if lstm and name == "bias" and spec is not None and spec.kind == "zeros" and config.get("unit_forget_bias", True):
+        return InitSpec("keras_lstm_bias", origin=spec.origin)
+    return spec
 
 
 # --------------------------------------------------------------------------- config walking
@@ -428,6 +439,17 @@ class KerasWeightsSource(_H5Source):
             description=f"Keras 3 weights file {self.path.name} (layer types inferred from tensor shapes)",
             files=(self.path,),
         )
+        state = self._training_state()
+        if state:
+            self.info.description += f"; not read: {state} optimizer/metric variables (training state)"
+
+    def _training_state(self) -> int:
+        """Count the optimizer and metric variables a weights file holds beside the model's own."""
+        root = self.h5.root
+        groups = [self.h5.child(root, g) for g in ("optimizer", "metrics") if self.h5.has(root, g)]
+        return sum(
+            1 for grp in groups if hasattr(grp, "keys") for _, obj in self.h5.walk(grp) if not hasattr(obj, "keys")
+        )
 
     def _build(self, config: Any) -> list[LayerInfo]:
         owners = scan_owners(self.h5)
@@ -508,7 +530,7 @@ class KerasWeightsSource(_H5Source):
                 shapes = [tuple(self.h5.dataset(k).shape or ()) for k in grp.datasets]
                 names = var_names(infer_class(shapes), {}, len(shapes)) or tuple(str(i) for i in range(len(shapes)))
             for key, name in zip(grp.datasets, names):
-                params.append(self._ref(key, rel + name, _init_for(name, conf)))
+                params.append(self._ref(key, rel + name, init_spec(name, cls, conf)))
         return params
 
 
@@ -579,7 +601,7 @@ class KerasLegacyH5Source(_H5Source):
             found = weights.get(layer.name, [])
             done.add(layer.name)
             params = tuple(
-                self._ref(k, n, _init_for(n.rsplit("/", 1)[-1], wrapped_config(layer.class_name, layer.config, n)))
+                self._ref(k, n, init_spec(n.rsplit("/", 1)[-1], *wrapped(layer.class_name, layer.config, n)))
                 for n, k in found
             )
             path = found[0][1].rsplit("/", 1)[0] if found else f"{base.name}/{layer.name}"
@@ -744,8 +766,10 @@ class SavedModelSource(WeightSource):
         # Checkpoint keys come first in object-graph order when the graph names them, which keeps
         # the model's variable order; the same variable may sit under two keys, so keep the first.
         keys = [k for k in full_names if k in shapes] + sorted(set(shapes) - set(full_names), key=natural_key)
+        skipped = 0
         for key in keys:
             if any(s in key for s in self._SKIP):
+                skipped += "optimizer" in key or "metrics" in key
                 continue
             clean = full_names.get(key) or key.split("/.ATTRIBUTES")[0]
             if clean in seen:
@@ -783,7 +807,8 @@ class SavedModelSource(WeightSource):
             )
         self.info = SourceInfo(
             format="tf-savedmodel",
-            description=f"TensorFlow SavedModel {self.path.name}",
+            description=f"TensorFlow SavedModel {self.path.name}"
+            + (f"; not read: {skipped} optimizer/metric variables (training state)" if skipped else ""),
             files=tuple(sorted(p for p in self.path.rglob("*") if p.is_file())),
         )
 

@@ -195,6 +195,7 @@ class OnnxSource(WeightSource):
         for n, node in enumerate(nodes):
             for i, name in enumerate(node.input):
                 readers.setdefault(name, []).append((n, i))
+        producers = {out: node for node in nodes for out in node.output}
         node_layer: dict[int, str] = {}
         class_names: dict[str, str] = {}
         flat: list[tuple[int, FlatTensor]] = []
@@ -217,7 +218,7 @@ class OnnxSource(WeightSource):
             elif node is not None and use is not None:
                 layer = node.name or f"{node.op_type}_{use[0]}"
                 param = declared[0] if declared else f"input{use[1]}"
-                role = declared[1] if declared else (_operand_role(node, use[1], nodes) if trainable else None)
+                role = declared[1] if declared else (_operand_role(node, use[1], producers) if trainable else None)
                 ft = FlatTensor(
                     t.name, shape, dtype, layer=layer, param=param, role=role, layout=layout, trainable=trainable
                 )
@@ -355,13 +356,12 @@ def _trainable(
     return size > 1 and any(nodes[n].op_type in _ELEMENTWISE for n, _ in uses)
 
 
-def _operand_role(node: Any, index: int, nodes: list[Any]) -> str | None:
+def _operand_role(node: Any, index: int, producers: dict[str, Any]) -> str | None:
     """Name the role of a learned element-wise operand: a norm's gamma/beta, or the bias after a MatMul/Conv."""
     parts = [p for p in re.split(r"[/.]", node.name or "") if p]
     if any(is_norm_name(p) for p in parts[:-1]):
         return {"Mul": "gamma", "Add": "beta", "Sub": "beta"}.get(node.op_type)
     if node.op_type == "Add":
-        producers = {out: n for n in nodes for out in n.output}
         for i, name in enumerate(node.input):
             src = producers.get(name)
             # A Conv's output often reaches its bias through a Transpose, Slice or Squeeze.

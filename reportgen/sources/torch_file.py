@@ -35,6 +35,10 @@ _WRAPPER_KEYS = (
 )
 # Wrappers nest (Lightning's {"model": {"state_dict": ...}}); deeper than this is not a checkpoint layout.
 _MAX_WRAPPER_DEPTH = 4
+# Checkpoint entries that hold training state, never model weights.
+_TRAINING_STATE = {"optimizer", "optimizer_states", "optim", "scheduler", "lr_scheduler", "lr_schedulers", "scaler"}
+# Nested state dicts ({"encoder": {...}}) deeper than this are refused rather than walked.
+_MAX_NESTING = 32
 # How many names of what was not read the description lists.
 _NOT_READ_SHOWN = 5
 
@@ -95,16 +99,30 @@ def _unwrap(obj: Any) -> tuple[Any, list[str], list[str]]:
 
 
 def _flatten(
-    obj: Mapping[Any, Any], prefix: str, container: str, path: Path, out: dict[str, Any], left: list[str]
+    obj: Mapping[Any, Any],
+    prefix: str,
+    container: str,
+    path: Path,
+    out: dict[str, Any],
+    left: list[str],
+    depth: int = 0,
 ) -> None:
     """Collect tensors under dotted names (nested mappings become name parts); list what is not a tensor."""
+    if depth and not all(isinstance(k, str) for k in obj):
+        # Optimizer state is keyed by parameter number, not by name: not model weights.
+        left.append(f"{container}[{prefix.rstrip('.')!r}] (a mapping with non-string keys)")
+        return
     for name, value in obj.items():
         if not isinstance(name, str):
             raise SourceError(f"{path}: {container}: key {name!r} is not a string")
-        if _is_tensor(value):
+        if not depth and name in _TRAINING_STATE:
+            left.append(f"{container}[{name!r}] (training state)")
+        elif _is_tensor(value):
             out[prefix + name] = value
         elif isinstance(value, Mapping) and value:
-            _flatten(value, f"{prefix}{name}.", container, path, out, left)
+            if depth >= _MAX_NESTING:
+                raise SourceError(f"{path}: {container}[{prefix + name!r}]: mappings nested deeper than {_MAX_NESTING}")
+            _flatten(value, f"{prefix}{name}.", container, path, out, left, depth + 1)
         else:
             left.append(f"{container}[{prefix + name!r}] (a {type(value).__name__})")
 
