@@ -142,22 +142,25 @@ def test_compare_to_writes_a_diff(built: Path, digits_models, tmp_path: Path) ->
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert names == ["diff.html", "diff.json", "manifest.json", "report.html", "stats.json"]
     diff = json.loads((tmp_path / "out" / "diff.json").read_text())
-    assert diff["schema_version"] == "1.0"
+    from reportgen.diff import DIFF_SCHEMA_VERSION
+
+    assert diff["schema_version"] == DIFF_SCHEMA_VERSION
     assert 'href="diff.html"' in (tmp_path / "out" / "report.html").read_text()
 
 
-def test_bad_compare_to_fails_before_work(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_bad_compare_to_keeps_the_report(digits_models, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     from reportgen.cli import main
 
     cfg = tmp_path / "c.yaml"
     cfg.write_text(
-        f"title: t\noutput: {tmp_path / 'out'}\ncompare_to: {tmp_path / 'nope'}\n"
-        "models:\n  - name: a\n    keras: VGG16\n    weights: null\n"
+        f"title: t\noutput: {tmp_path / 'out'}\nformats: [json]\ncompare_to: {tmp_path / 'nope'}\n"
+        f"models:\n  - name: a\n    path: {digits_models.trained_keras}\n"
     )
-    assert main(["build", str(cfg)]) == 4
+    assert main(["build", str(cfg), "--quiet"]) == 9
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith(f"reportgen: error: {cfg}:3: compare_to: ")
-    assert not (tmp_path / "out").exists()
+    assert len(err) == 1 and err[0].startswith(f"reportgen: error: {cfg}:4: compare_to: "), err
+    assert err[0].endswith("nope: no such file or folder")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["manifest.json", "stats.json"]
 
 
 def test_optimizer_state_is_not_a_layer(built: Path, digits_models) -> None:  # type: ignore[no-untyped-def]
