@@ -15,6 +15,7 @@ from reportgen.errors import ConfigError
 from reportgen.init_plan import NAMED, OVERRIDE_ROLES, InitPlan, InitRule, parse_spec
 
 MAX_CONFIG_BYTES = 1 << 20  # a config is a few KB; anything this large is not one
+MEMORY_PREFIX = "memory:"  # path: memory:KEY names a model object handed to the Python API
 
 # Keras applications known to this release; checked again against keras when the model is built.
 KERAS_APPLICATIONS = [
@@ -182,6 +183,17 @@ class ModelConfig(_Strict):
         default = parse_spec(self.init) if self.init is not None else None
         return InitPlan(default, tuple(o.rule() for o in self.init_overrides))
 
+    @field_validator("path")
+    @classmethod
+    def _path_scheme(cls, v: str | None) -> str | None:
+        if v is not None and v.startswith("hf:"):
+            from reportgen.sources.hf import parse_hf
+
+            parse_hf(v)  # raises ValueError with what is wrong
+        if v is not None and v.startswith(MEMORY_PREFIX) and not v[len(MEMORY_PREFIX) :].strip():
+            raise ValueError(f"{v!r}: write memory:KEY, KEY being a model passed to reportgen.build(models=...)")
+        return v
+
     @model_validator(mode="after")
     def _one_source(self) -> ModelConfig:
         if (self.keras is None) == (self.path is None):
@@ -229,18 +241,28 @@ class LoadedConfig:
         self.path = path
         self.text = text
         self.lines = lines or {}
+        self._resolved: dict[str, Path] = {}
 
     def where(self, *loc: Any) -> str:
         """Return 'file:line: key.path' for a location in the config, for error messages."""
         probe = tuple(loc)
         while probe and probe not in self.lines:
             probe = probe[:-1]
-        return f"{self.path}:{self.lines.get(probe, 1)}: {_format_loc(tuple(loc))}"
+        line = f":{self.lines.get(probe, 1)}" if self.lines else ""  # a config given as a dict has no lines
+        return f"{self.path}{line}: {_format_loc(tuple(loc))}"
 
     def resolve(self, value: str) -> Path:
-        """Resolve a path from the config: relative to the config file, or pkg:NAME/inside/package."""
+        """Resolve a path from the config: relative to the config file, pkg:NAME/inside/package, or hf:ORG/NAME."""
         if value.startswith("pkg:"):
             return resolve_package_path(value[4:], self.path)
+        if value.startswith("hf:"):
+            if value not in self._resolved:  # once per build: it may download
+                from reportgen.sources.hf import resolve_hf
+
+                self._resolved[value] = resolve_hf(value)
+            return self._resolved[value]
+        if value.startswith(MEMORY_PREFIX):
+            raise ConfigError(f"{self.path}: {value!r} names an in-memory model; only the Python API can pass one")
         p = Path(value).expanduser()
         return p if p.is_absolute() else (self.path.parent / p)
 
@@ -391,3 +413,22 @@ def load_config(path: str | Path) -> LoadedConfig:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{p}: cannot read the config: {exc}") from None
     return parse_config(text, p)
+
+
+def config_from_mapping(data: Any, label: str = "<dict>") -> LoadedConfig:
+    """Validate a config given as a Python mapping; errors name the key path, as there are no lines."""
+    import json
+
+    if not isinstance(data, dict):
+        raise ConfigError(f"{label}: the config must be a mapping of keys (title, output, models, ...)")
+    try:
+        config = ReportConfig.model_validate(data)
+    except ValidationError as exc:
+        messages = []
+        for err in exc.errors():
+            loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+            messages.append(f"{label}: {_format_loc(loc)}: {_message(err, loc)}")
+        raise ConfigError(messages) from None
+    # The hash in the report covers the config as data; relative paths resolve from the current folder.
+    text = json.dumps(data, sort_keys=True, default=repr)
+    return LoadedConfig(config, Path(label), text)

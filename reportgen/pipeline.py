@@ -8,7 +8,7 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
@@ -16,9 +16,9 @@ from pathlib import Path
 
 from reportgen import __version__
 from reportgen.analysis import AnalysisOptions
-from reportgen.config import LoadedConfig, ModelConfig
+from reportgen.config import MEMORY_PREFIX, LoadedConfig, ModelConfig
 from reportgen.diagnosis import Alert, diagnose_model
-from reportgen.errors import NetworkError, ReportgenError, SelectionError, SourceError
+from reportgen.errors import ConfigError, NetworkError, ReportgenError, SelectionError, SourceError
 from reportgen.executor import Executors, reopen_recipe
 from reportgen.init_plan import PlannedSource
 from reportgen.output import preflight, sha256_bytes, write_atomically
@@ -84,10 +84,15 @@ def library_versions() -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
-def open_model(loaded: LoadedConfig, index: int, mc: ModelConfig) -> PlannedSource:
-    """Open the weights source a model entry names, with the initializers its config and file give."""
-    path = loaded.resolve(mc.path) if mc.path is not None else None
-    source = PlannedSource(_open_source(loaded, index, mc), mc.init_plan(), path)
+def open_model(
+    loaded: LoadedConfig, index: int, mc: ModelConfig, memory: Mapping[str, WeightSource] | None = None
+) -> PlannedSource:
+    """Open the weights source a model entry names, with the initializers its config and file give.
+
+    memory holds the sources of `path: memory:KEY` entries (models handed to the Python API).
+    """
+    inner = _open_source(loaded, index, mc, memory)
+    source = PlannedSource(inner, mc.init_plan(), local_path(loaded, mc))  # hf: was resolved (and cached) above
     for i, hits in enumerate(source.rule_hits):
         if not hits:
             source.close()
@@ -97,7 +102,9 @@ def open_model(loaded: LoadedConfig, index: int, mc: ModelConfig) -> PlannedSour
     return source
 
 
-def _open_source(loaded: LoadedConfig, index: int, mc: ModelConfig) -> WeightSource:
+def _open_source(
+    loaded: LoadedConfig, index: int, mc: ModelConfig, memory: Mapping[str, WeightSource] | None = None
+) -> WeightSource:
     """Open the weights source a model entry names, as the file has it."""
     if mc.keras is not None:
         from reportgen.sources.keras_app import build_application
@@ -116,13 +123,45 @@ def _open_source(loaded: LoadedConfig, index: int, mc: ModelConfig) -> WeightSou
     from reportgen.sources.detect import open_path
 
     assert mc.path is not None
-    path = loaded.resolve(mc.path)
+    where = loaded.where("models", index, "path")
+    if mc.path.startswith(MEMORY_PREFIX):
+        key = mc.path[len(MEMORY_PREFIX) :]
+        if memory is None or key not in memory:
+            given = ", ".join(sorted(memory or {})) or "none"
+            raise ConfigError(f"{where}: no in-memory model {key!r} was passed (given: {given})")
+        return memory[key]
+    try:
+        path = loaded.resolve(mc.path)
+    except NetworkError as exc:
+        raise NetworkError(f"{where}: {exc}") from None
+    except SourceError as exc:
+        raise SourceError(f"{where}: {exc}") from None
     if not path.exists():
-        raise SourceError(f"{loaded.where('models', index, 'path')}: no such file or folder: {path}")
+        raise SourceError(f"{where}: no such file or folder: {path}")
     try:
         return open_path(path)
     except SourceError as exc:
-        raise SourceError(f"{loaded.where('models', index, 'path')}: {exc}") from None
+        raise SourceError(f"{where}: {exc}") from None
+
+
+def local_path(loaded: LoadedConfig, mc: ModelConfig) -> Path | None:
+    """Return the file a worker can reopen for a model entry; None for models that live in this process."""
+    if mc.path is None or mc.path.startswith(MEMORY_PREFIX):
+        return None
+    return loaded.resolve(mc.path)
+
+
+def check_keras_caches(loaded: LoadedConfig) -> None:
+    """Name every ImageNet weights file missing from the Keras cache at once, before any model is built."""
+    wanted = [
+        (loaded.where("models", i, "weights"), mc.name, mc.keras)
+        for i, mc in enumerate(loaded.config.models)
+        if mc.keras and mc.weights == "imagenet"
+    ]
+    if wanted:
+        from reportgen.sources.keras_app import check_imagenet_cache
+
+        check_imagenet_cache(wanted)
 
 
 def build_report_model(
@@ -130,8 +169,12 @@ def build_report_model(
     options: BuildOptions,
     progress: Progress | None = None,
     timings: dict[str, float] | None = None,
+    memory: Mapping[str, WeightSource] | None = None,
 ) -> ReportModel:
-    """Load every model, analyse its tensors and assemble the ReportModel."""
+    """Load every model, analyse its tensors and assemble the ReportModel.
+
+    memory holds the in-memory models that `path: memory:KEY` entries name (the Python API's).
+    """
     from reportgen.findings import write_findings
 
     cfg = loaded.config
@@ -140,10 +183,16 @@ def build_report_model(
     views: list[ModelView] = []
     sources: list[tuple[int, ModelConfig, PlannedSource]] = []
     t0 = time.perf_counter()
-    for i, mc in enumerate(cfg.models):
-        if progress:
-            progress(f"loading {mc.name}", i, len(cfg.models))
-        sources.append((i, mc, open_model(loaded, i, mc)))
+    check_keras_caches(loaded)
+    try:
+        for i, mc in enumerate(cfg.models):
+            if progress:
+                progress(f"loading {mc.name}", i, len(cfg.models))
+            sources.append((i, mc, open_model(loaded, i, mc, memory)))
+    except BaseException:
+        for _, _, opened in sources:
+            opened.close()
+        raise
     timings["load"] = time.perf_counter() - t0
     timings["analysis"] = 0.0
     alerts: list[Alert] = []
@@ -157,7 +206,7 @@ def build_report_model(
             chosen = select(layers, mc.layers, mc.params, mc.name, where=where)
             t1 = time.perf_counter()
             # Workers get each tensor's initializer with its job, so they reopen the file as it is.
-            recipe = reopen_recipe(source, loaded.resolve(mc.path) if mc.path else None, None)
+            recipe = reopen_recipe(source, local_path(loaded, mc), None)
             analyses = executors.analyze(source, layers, aopts, recipe, mc.name, progress)
             timings["analysis"] += time.perf_counter() - t1
             diag = diagnose_model(mc.name, layers, analyses)
@@ -270,20 +319,44 @@ def _compare(
     return render_diff(diff, formats)
 
 
-def build(loaded: LoadedConfig, options: BuildOptions, progress: Progress | None = None) -> BuildResult:
+def build(
+    loaded: LoadedConfig,
+    options: BuildOptions,
+    progress: Progress | None = None,
+    memory: Mapping[str, WeightSource] | None = None,
+) -> BuildResult:
     """Build the report folder for a config; nothing is written unless everything succeeds.
 
     A comparison with compare_to never costs the report: when it fails, the report is written without
     diff.* and BuildResult.compare_error says why.
     """
-    target = loaded.output_dir(options.output)
-    preflight(target, options.force)
+    preflight(loaded.output_dir(options.output), options.force)
     old_stats, compare_error = None, None
     if loaded.config.compare_to:
         # Read the earlier report before the heavy work, so its problem is known early; it still costs nothing.
         old_stats, compare_error = _load_compare_to(loaded)
     timings: dict[str, float] = {}
-    report = build_report_model(loaded, options, progress, timings)
+    report = build_report_model(loaded, options, progress, timings, memory)
+    return write_report(report, loaded, options, timings, (old_stats, compare_error))
+
+
+def write_report(
+    report: ReportModel,
+    loaded: LoadedConfig,
+    options: BuildOptions,
+    timings: dict[str, float] | None = None,
+    compare_to: tuple[LoadedStats | None, str | None] | None = None,
+) -> BuildResult:
+    """Render a built report in the asked formats, with its comparison, and write its folder atomically.
+
+    compare_to is the earlier report as _load_compare_to read it; None reads it now if the config names one.
+    """
+    target = loaded.output_dir(options.output)
+    preflight(target, options.force)
+    timings = timings if timings is not None else {}
+    if compare_to is None:
+        compare_to = _load_compare_to(loaded) if loaded.config.compare_to else (None, None)
+    old_stats, compare_error = compare_to
     formats = tuple(options.formats or loaded.config.formats)
     # Figures go to worker processes like the tensors, unless the build was asked to stay in-process.
     inline = (options.executor or loaded.config.executor) == "inline"
@@ -302,4 +375,4 @@ def build(loaded: LoadedConfig, options: BuildOptions, progress: Progress | None
     return BuildResult(target, sorted(outputs), report, timings, compare_error)
 
 
-__all__ = ["BuildOptions", "BuildResult", "ReportgenError", "build", "build_report_model"]
+__all__ = ["BuildOptions", "BuildResult", "ReportgenError", "build", "build_report_model", "write_report"]

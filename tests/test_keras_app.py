@@ -83,10 +83,13 @@ def test_imagenet_offline_fails_fast_with_a_clear_message(tmp_path: Path, monkey
     cfg = ROOT / "configs" / "vgg_vs_resnet.yaml"
     entry = next(i for i, line in enumerate(cfg.read_text().splitlines(), 1) if line.strip() == "weights: imagenet")
     assert err[0].startswith(f"reportgen: error: {cfg}:{entry}: models[1].weights: ")
-    assert "model 'VGG-16 ImageNet': keras.applications.VGG16 needs ImageNet weights " in err[0]
+    # Every missing file at once, with the command that fetches them all, before any model is built.
+    assert "model 'VGG-16 ImageNet' (keras.applications.VGG16) needs ImageNet weights " in err[0]
     assert "vgg16_weights_tf_dim_ordering_tf_kernels.h5" in err[0]
-    assert str(tmp_path / "keras" / "models") in err[0]
-    assert "set weights: /path/to/vgg16_weights_tf_dim_ordering_tf_kernels.h5" in err[0]
+    assert "resnet50_weights_tf_dim_ordering_tf_kernels.h5" in err[0]
+    cache = tmp_path / "keras" / "models"
+    assert f"curl -fL --create-dirs -o {cache}/vgg16_weights_tf_dim_ordering_tf_kernels.h5 https://" in err[0]
+    assert "or set weights: to a local copy" in err[0]
     assert not (tmp_path / "out").exists()
     assert elapsed < 60
 

@@ -46,6 +46,171 @@ _INIT_KEY = {
 _DEPTHWISE_CLASSES = ("DepthwiseConv1D", "DepthwiseConv2D")
 _ATTRS = ("use_bias", "activation", "filters", "units", "kernel_size", "strides", "trainable")
 
+# (file name in ~/.keras/models, URL) of each application's ImageNet weights with the top, as
+# keras.applications 3.x asks keras.utils.get_file for them (captured from Keras 3.15 with get_file replaced).
+IMAGENET_FILES: dict[str, tuple[str, str]] = {
+    "ConvNeXtBase": (
+        "convnext_base.h5",
+        "https://storage.googleapis.com/tensorflow/keras-applications/convnext/convnext_base.h5",
+    ),
+    "ConvNeXtLarge": (
+        "convnext_large.h5",
+        "https://storage.googleapis.com/tensorflow/keras-applications/convnext/convnext_large.h5",
+    ),
+    "ConvNeXtSmall": (
+        "convnext_small.h5",
+        "https://storage.googleapis.com/tensorflow/keras-applications/convnext/convnext_small.h5",
+    ),
+    "ConvNeXtTiny": (
+        "convnext_tiny.h5",
+        "https://storage.googleapis.com/tensorflow/keras-applications/convnext/convnext_tiny.h5",
+    ),
+    "ConvNeXtXLarge": (
+        "convnext_xlarge.h5",
+        "https://storage.googleapis.com/tensorflow/keras-applications/convnext/convnext_xlarge.h5",
+    ),
+    "DenseNet121": (
+        "densenet121_weights_tf_dim_ordering_tf_kernels.h5",
+        "https://storage.googleapis.com/tensorflow/keras-applications/densenet/densenet121_weights_tf_dim_ordering_tf_kernels.h5",
+    ),
+    "DenseNet169": (
+        "densenet169_weights_tf_dim_ordering_tf_kernels.h5",
+        "https://storage.googleapis.com/tensorflow/keras-applications/densenet/densenet169_weights_tf_dim_ordering_tf_kernels.h5",
+    ),
+    "DenseNet201": (
+        "densenet201_weights_tf_dim_ordering_tf_kernels.h5",
+        "https://storage.googleapis.com/tensorflow/keras-applications/densenet/densenet201_weights_tf_dim_ordering_tf_kernels.h5",
+    ),
+    "EfficientNetB0": (
+        "efficientnetb0.h5",
+        "https://storage.googleapis.com/keras-applications/efficientnetb0.h5",
+    ),
+    "EfficientNetB1": (
+        "efficientnetb1.h5",
+        "https://storage.googleapis.com/keras-applications/efficientnetb1.h5",
+    ),
+    "EfficientNetB2": (
+        "efficientnetb2.h5",
+        "https://storage.googleapis.com/keras-applications/efficientnetb2.h5",
+    ),
+    "EfficientNetB3": (
+        "efficientnetb3.h5",
+        "https://storage.googleapis.com/keras-applications/efficientnetb3.h5",
+    ),
+    "EfficientNetB4": (
+        "efficientnetb4.h5",
+        "https://storage.googleapis.com/keras-applications/efficientnetb4.h5",
+    ),
+    "EfficientNetB5": (
+        "efficientnetb5.h5",
+        "https://storage.googleapis.com/keras-applications/efficientnetb5.h5",
+    ),
+    "EfficientNetB6": (
+        "efficientnetb6.h5",
+        "https://storage.googleapis.com/keras-applications/efficientnetb6.h5",
+    ),
+    "EfficientNetB7": (
+        "efficientnetb7.h5",
+        "https://storage.googleapis.com/keras-applications/efficientnetb7.h5",
+    ),
+    "EfficientNetV2B0": (
+        "efficientnetv2-b0.h5",
+        "https://storage.googleapis.com/tensorflow/keras-applications/efficientnet_v2/efficientnetv2-b0.h5",
+    ),
+    "EfficientNetV2B1": (
+        "efficientnetv2-b1.h5",
+        "https://storage.googleapis.com/tensorflow/keras-applications/efficientnet_v2/efficientnetv2-b1.h5",
+    ),
+    "EfficientNetV2B2": (
+        "efficientnetv2-b2.h5",
+        "https://storage.googleapis.com/tensorflow/keras-applications/efficientnet_v2/efficientnetv2-b2.h5",
+    ),
+    "EfficientNetV2B3": (
+        "efficientnetv2-b3.h5",
+        "https://storage.googleapis.com/tensorflow/keras-applications/efficientnet_v2/efficientnetv2-b3.h5",
+    ),
+    "EfficientNetV2L": (
+        "efficientnetv2-l.h5",
+        "https://storage.googleapis.com/tensorflow/keras-applications/efficientnet_v2/efficientnetv2-l.h5",
+    ),
+    "EfficientNetV2M": (
+        "efficientnetv2-m.h5",
+        "https://storage.googleapis.com/tensorflow/keras-applications/efficientnet_v2/efficientnetv2-m.h5",
+    ),
+    "EfficientNetV2S": (
+        "efficientnetv2-s.h5",
+        "https://storage.googleapis.com/tensorflow/keras-applications/efficientnet_v2/efficientnetv2-s.h5",
+    ),
+    "InceptionResNetV2": (
+        "inception_resnet_v2_weights_tf_dim_ordering_tf_kernels.h5",
+        "https://storage.googleapis.com/tensorflow/keras-applications/inception_resnet_v2/inception_resnet_v2_weights_tf_dim_ordering_tf_kernels.h5",
+    ),
+    "InceptionV3": (
+        "inception_v3_weights_tf_dim_ordering_tf_kernels.h5",
+        "https://storage.googleapis.com/tensorflow/keras-applications/inception_v3/inception_v3_weights_tf_dim_ordering_tf_kernels.h5",
+    ),
+    "MobileNet": (
+        "mobilenet_1_0_224_tf.h5",
+        "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet/mobilenet_1_0_224_tf.h5",
+    ),
+    "MobileNetV2": (
+        "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224.h5",
+        "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v2/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224.h5",
+    ),
+    "MobileNetV3Large": (
+        "weights_mobilenet_v3_large_224_1.0_float.h5",
+        "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v3/weights_mobilenet_v3_large_224_1.0_float.h5",
+    ),
+    "MobileNetV3Small": (
+        "weights_mobilenet_v3_small_224_1.0_float.h5",
+        "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v3/weights_mobilenet_v3_small_224_1.0_float.h5",
+    ),
+    "NASNetLarge": (
+        "nasnet_large.h5",
+        "https://storage.googleapis.com/tensorflow/keras-applications/nasnet/NASNet-large.h5",
+    ),
+    "NASNetMobile": (
+        "nasnet_mobile.h5",
+        "https://storage.googleapis.com/tensorflow/keras-applications/nasnet/NASNet-mobile.h5",
+    ),
+    "ResNet101": (
+        "resnet101_weights_tf_dim_ordering_tf_kernels.h5",
+        "https://storage.googleapis.com/tensorflow/keras-applications/resnet/resnet101_weights_tf_dim_ordering_tf_kernels.h5",
+    ),
+    "ResNet101V2": (
+        "resnet101v2_weights_tf_dim_ordering_tf_kernels.h5",
+        "https://storage.googleapis.com/tensorflow/keras-applications/resnet/resnet101v2_weights_tf_dim_ordering_tf_kernels.h5",
+    ),
+    "ResNet152": (
+        "resnet152_weights_tf_dim_ordering_tf_kernels.h5",
+        "https://storage.googleapis.com/tensorflow/keras-applications/resnet/resnet152_weights_tf_dim_ordering_tf_kernels.h5",
+    ),
+    "ResNet152V2": (
+        "resnet152v2_weights_tf_dim_ordering_tf_kernels.h5",
+        "https://storage.googleapis.com/tensorflow/keras-applications/resnet/resnet152v2_weights_tf_dim_ordering_tf_kernels.h5",
+    ),
+    "ResNet50": (
+        "resnet50_weights_tf_dim_ordering_tf_kernels.h5",
+        "https://storage.googleapis.com/tensorflow/keras-applications/resnet/resnet50_weights_tf_dim_ordering_tf_kernels.h5",
+    ),
+    "ResNet50V2": (
+        "resnet50v2_weights_tf_dim_ordering_tf_kernels.h5",
+        "https://storage.googleapis.com/tensorflow/keras-applications/resnet/resnet50v2_weights_tf_dim_ordering_tf_kernels.h5",
+    ),
+    "VGG16": (
+        "vgg16_weights_tf_dim_ordering_tf_kernels.h5",
+        "https://storage.googleapis.com/tensorflow/keras-applications/vgg16/vgg16_weights_tf_dim_ordering_tf_kernels.h5",
+    ),
+    "VGG19": (
+        "vgg19_weights_tf_dim_ordering_tf_kernels.h5",
+        "https://storage.googleapis.com/tensorflow/keras-applications/vgg19/vgg19_weights_tf_dim_ordering_tf_kernels.h5",
+    ),
+    "Xception": (
+        "xception_weights_tf_dim_ordering_tf_kernels.h5",
+        "https://storage.googleapis.com/tensorflow/keras-applications/xception/xception_weights_tf_dim_ordering_tf_kernels.h5",
+    ),
+}
+
 
 def quiet_tensorflow() -> None:
     """Silence TensorFlow's start-up chatter before it is imported."""
@@ -167,6 +332,49 @@ class InMemorySource(WeightSource):
         self._arrays = {}
 
 
+def imagenet_file(app: str) -> tuple[str, str] | None:
+    """Return (file name in the Keras cache, download URL) of an application's ImageNet weights (with top)."""
+    return IMAGENET_FILES.get(app)
+
+
+def network_reachable(url: str, timeout: float = 5.0) -> bool:
+    """Tell whether url answers, asked the way Keras downloads (urllib, so proxies apply the same)."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout):  # noqa: S310
+            return True
+    except Exception:  # DNS, refused, timeout, HTTP errors: Keras could not download either
+        return False
+
+
+def check_imagenet_cache(wanted: list[tuple[str, str, str]]) -> None:
+    """Raise NetworkError naming every missing ImageNet file of [(config location, model, app)] when offline.
+
+    Keras downloads a missing file itself when the network is there; without one, it would fail on the
+    first model only, after building it. Checking the cache first names every file at once, in one line
+    with the one command that fetches them all on a connected machine.
+    """
+    cache = keras_cache_dir()
+    needs: list[str] = []
+    missing: dict[str, str] = {}  # file name -> url
+    for where, model, app in wanted:
+        known = imagenet_file(app)
+        if known is None or (cache / known[0]).is_file():
+            continue
+        needs.append(f"{where}: model {model!r} (keras.applications.{app}) needs ImageNet weights {known[0]}")
+        missing[known[0]] = known[1]
+    if not missing or network_reachable(next(iter(missing.values()))):
+        return
+    fetch = " && ".join(f"curl -fL --create-dirs -o {cache / name} {url}" for name, url in missing.items())
+    raise NetworkError(
+        f"{'; '.join(needs)}; {'it is' if len(missing) == 1 else 'none of them is'} in the Keras cache {cache} "
+        f"and there is no network to download {'it' if len(missing) == 1 else 'them'}. On a connected machine run "
+        f"`{fetch}`, then copy {'the file' if len(missing) == 1 else 'the files'} into {cache} here, "
+        "or set weights: to a local copy"
+    )
+
+
 def _network_failure(exc: BaseException) -> str | None:
     text = str(exc)
     if "URL fetch failure" in text or "Name or service not known" in text or "urlopen error" in text:
@@ -178,8 +386,13 @@ def _network_failure(exc: BaseException) -> str | None:
 def build_application(app: str, weights: str | Path | None, model_name: str, seed: int = 0) -> InMemorySource:
     """Build keras.applications.<app> with random, ImageNet or local weights; read its tensors."""
     quiet_tensorflow()
-    with native_stderr_silenced():
-        import keras
+    try:
+        with native_stderr_silenced():
+            import keras
+    except ImportError:
+        raise SourceError(
+            f"model {model_name!r}: keras.applications needs the optional extra: pip install 'reportgen[keras]'"
+        ) from None
 
     factory = getattr(keras.applications, app, None)
     if factory is None:
@@ -212,8 +425,9 @@ def build_application(app: str, weights: str | Path | None, model_name: str, see
         origin, trained = f"weights from {Path(str(weights)).name}", None
     files: tuple[Path, ...] = (Path(str(weights)),) if isinstance(weights, Path) else ()
     if weights == "imagenet":
-        cached = sorted(keras_cache_dir().glob(f"{app.lower()}*.h5"))
-        files = tuple(cached[:1])
+        known = imagenet_file(app)
+        cached = keras_cache_dir() / known[0] if known else None
+        files = (cached,) if cached is not None and cached.is_file() else ()
     info = SourceInfo(
         format="keras-application",
         description=f"keras.applications.{app}, {origin}",

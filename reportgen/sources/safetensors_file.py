@@ -162,13 +162,26 @@ def _check_with_library(path: Path) -> None:
         raise SourceError(f"{path}: rejected by safetensors ({str(exc).splitlines()[0]})") from None
 
 
+def _roots(folder: Path) -> tuple[Path, ...]:
+    """Return where a shard may resolve to: the index's folder, and a Hugging Face cache repo's blobs.
+
+    The Hugging Face cache keeps each file of a snapshot (models--ORG--NAME/snapshots/REV/...) as a
+    symbolic link into the same repository's blobs folder.
+    """
+    real = folder.resolve()
+    for parent in (real, *real.parents):
+        if parent.parent.name == "snapshots" and parent.parent.parent.name.startswith("models--"):
+            return real, parent.parent.parent / "blobs"
+    return (real,)
+
+
 def _inside(folder: Path, relative: str, index: Path, field: str) -> Path:
     """Resolve a path named by an index file and refuse it unless it stays in the index's folder."""
     pure = PurePosixPath(relative)
     if not relative or pure.is_absolute() or ".." in pure.parts or "\\" in relative or ":" in relative:
         raise SourceError(f"{index}: {field}: refused shard path {relative!r} (must stay inside {folder})")
     target = (folder / pure).resolve()
-    if not target.is_relative_to(folder.resolve()):
+    if not any(target.is_relative_to(root) for root in _roots(folder)):
         raise SourceError(f"{index}: {field}: refused shard path {relative!r} (leads outside {folder})")
     return target
 
