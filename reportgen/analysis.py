@@ -14,7 +14,17 @@ from reportgen.diagnosis import InitCheck, check_init
 from reportgen.initializers import InitDistribution
 from reportgen.sources.base import LayerInfo, TensorRef, WeightSource
 from reportgen.spectral import RowBlocks, SpectralMetrics, spectral_metrics
-from reportgen.stats import ChunkFactory, TensorStats, aligned_blocks, compute_stats, flat_pieces
+from reportgen.stats import (
+    ChunkFactory,
+    ClippedHistogram,
+    TensorStats,
+    aligned_blocks,
+    clipped_histogram,
+    compute_stats,
+    flat_pieces,
+    readable_range,
+)
+from reportgen.thresholds import DISPLAY
 
 
 @dataclass(frozen=True)
@@ -43,6 +53,8 @@ class TensorAnalysis:
     spectral: SpectralMetrics | None
     dead_units: int | None  # output units (filters, columns) whose weights are all exactly zero
     units: int | None  # number of output units
+    # Where the bulk of the values lies, when a few outliers squeeze it into a few bins of stats.histogram.
+    view: ClippedHistogram | None = None
 
 
 def output_units(values: np.ndarray | ChunkFactory, shape: tuple[int, ...], layout: str) -> np.ndarray:
@@ -138,4 +150,7 @@ def analyze_tensor(source: WeightSource, layer: LayerInfo, ref: TensorRef, optio
             whole, ref.layout, max_dim=options.spectral_max_dim, fit=options.spectral_fit, row_blocks=rows
         )
         del whole
-    return TensorAnalysis(layer.name, ref.name, ref.role, stats, dist, check, spec, dead, units)
+    view = None
+    if (rng := readable_range(stats, DISPLAY.view_widen, DISPLAY.view_trigger)) is not None:
+        view = clipped_histogram(values, rng[0], rng[1], options.bins)
+    return TensorAnalysis(layer.name, ref.name, ref.role, stats, dist, check, spec, dead, units, view)

@@ -217,6 +217,9 @@ class ReportConfig(_Strict):
     spectral: bool = True
     spectral_fit: Literal["csn", "weightwatcher"] = "csn"
     compare_to: str | None = None
+    pdf: Literal["brief", "full"] = Field(
+        default="brief", description="brief: the answer and the story; full: also every table, for the archive"
+    )
     executor: Literal["inline", "threads", "processes", "dask"] | None = None
     scheduler: str | None = Field(default=None, description="Dask scheduler address, e.g. tcp://host:8786")
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from reportgen.thresholds import DISPLAY
+
 
 def num(value: Any, digits: int = 4) -> str:
     """Format a float with `digits` significant digits; '-' for None, 'NaN'/'Inf' spelled out."""
@@ -59,4 +61,17 @@ def ratio(value: Any) -> str:
     return f"{float(value):.3g}×"
 
 
-FILTERS = {"num": num, "pct": pct, "count": count, "shape": shape, "ratio": ratio, "plain": plain}
+def pvalue(value: Any) -> str:
+    """Format a p-value for people: "p = 0.33", "p < 1e-7", "p < 1e-100"."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "p –"
+    p = float(value)
+    if p < DISPLAY.pvalue_floor:
+        return f"p < {DISPLAY.pvalue_floor:g}"
+    if p < 1e-3:
+        # The next power of ten above p: an upper bound a reader can compare without counting digits.
+        return f"p < 1e{math.floor(math.log10(p)) + 1}"
+    return f"p = {p:.2g}"
+
+
+FILTERS = {"pvalue": pvalue, "num": num, "pct": pct, "count": count, "shape": shape, "ratio": ratio, "plain": plain}

@@ -267,27 +267,29 @@ def manifest(report: ReportModel, loaded: LoadedConfig, outputs: dict[str, bytes
 
 
 def render_outputs(
-    report: ReportModel, formats: tuple[str, ...], timings: dict[str, float], workers: int = 1
+    report: ReportModel, formats: tuple[str, ...], timings: dict[str, float], workers: int = 1, pdf: str = "brief"
 ) -> dict[str, bytes]:
     """Render the requested formats to bytes, drawing the figures on up to `workers` processes."""
     from reportgen.figures import draw_all
+    from reportgen.presentation import present
     from reportgen.render.html import render_html
     from reportgen.render.json_report import render_json
 
     out: dict[str, bytes] = {}
     if "html" in formats or "pdf" in formats:
+        page = present(report, pdf_full=pdf == "full")
         t = time.perf_counter()
-        figures = draw_all(report, workers)
+        figures = draw_all(report, page.figure_specs, workers)
         timings["figures"] = time.perf_counter() - t
         t = time.perf_counter()
         if "html" in formats:
-            out["report.html"] = render_html(report, figures).encode("utf-8")
+            out["report.html"] = render_html(page, figures).encode("utf-8")
         timings["html"] = time.perf_counter() - t
         if "pdf" in formats:
             from reportgen.render.pdf import render_pdf
 
             t = time.perf_counter()
-            out["report.pdf"] = render_pdf(render_html(report, figures, for_pdf=True))
+            out["report.pdf"] = render_pdf(render_html(page, figures, for_pdf=True))
             timings["pdf"] = time.perf_counter() - t
     if "json" in formats:
         out["stats.json"] = render_json(report).encode("utf-8")
@@ -360,7 +362,8 @@ def write_report(
     formats = tuple(options.formats or loaded.config.formats)
     # Figures go to worker processes like the tensors, unless the build was asked to stay in-process.
     inline = (options.executor or loaded.config.executor) == "inline"
-    outputs = render_outputs(report, formats, timings, 1 if inline else (options.workers or os.cpu_count() or 1))
+    workers = 1 if inline else (options.workers or os.cpu_count() or 1)
+    outputs = render_outputs(report, formats, timings, workers, loaded.config.pdf)
     if old_stats is not None:
         try:
             outputs.update(_compare(loaded, old_stats, report, target, formats))

@@ -43,6 +43,16 @@ class Histogram:
 
 
 @dataclass(frozen=True)
+class ClippedHistogram:
+    """Counts in equal-width bins over a readable range, with the values left outside it counted."""
+
+    edges: tuple[float, ...]
+    counts: tuple[int, ...]
+    below: int  # finite values under edges[0]
+    above: int  # finite values over edges[-1]
+
+
+@dataclass(frozen=True)
 class TensorStats:
     """Summary numbers of one tensor. Float fields are NaN where undefined (e.g. empty tensor)."""
 
@@ -710,3 +720,29 @@ def _select_pass(
         part = np.partition(vals, local)
         out.update({k: float(part[j]) for k, j in zip(want, local)})
     return out
+
+
+def readable_range(stats: TensorStats, widen: float, trigger: float) -> tuple[float, float] | None:
+    """Return [p01, p99] widened by `widen` of its width each side when it is under `trigger` of [min, max]."""
+    if not (stats.finite and math.isfinite(stats.p01) and math.isfinite(stats.p99)):
+        return None
+    full = stats.max - stats.min
+    span = stats.p99 - stats.p01
+    if not full > 0 or not span > 0:
+        return None
+    lo, hi = max(stats.min, stats.p01 - widen * span), min(stats.max, stats.p99 + widen * span)
+    return (lo, hi) if hi - lo < trigger * full else None
+
+
+def clipped_histogram(values: np.ndarray | ChunkFactory, lo: float, hi: float, bins: int) -> ClippedHistogram:
+    """Count finite values in `bins` equal bins over [lo, hi] and those outside, reading one piece at a time."""
+    counts = np.zeros(bins, dtype=np.int64)
+    below = above = 0
+    for piece in flat_pieces(values, _TABLE_BLOCK)():
+        x = np.asarray(piece, dtype=np.float64)
+        x = x[np.isfinite(x)]
+        below += int(np.count_nonzero(x < lo))
+        above += int(np.count_nonzero(x > hi))
+        counts += np.histogram(x, bins=bins, range=(lo, hi))[0]
+    edges = np.linspace(lo, hi, bins + 1)
+    return ClippedHistogram(tuple(edges.tolist()), tuple(int(c) for c in counts), below, above)

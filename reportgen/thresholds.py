@@ -86,6 +86,28 @@ class Thresholds:
     uniform, normal and truncated-normal inits all sit at or below 0."""
 
 
+@dataclass(frozen=True)
+class Display:
+    """Limits that decide how a number or a tensor is shown to a reader; they never change a verdict."""
+
+    view_widen: float = 0.5
+    """A histogram's readable range is [p01, p99] widened by this share of p99 - p01 on each side: a normal
+    draw then keeps all but ~3 in a million values inside (+-4.7 std), a uniform one all of them."""
+
+    view_trigger: float = 0.5
+    """The readable range replaces the full [min, max] range when it is narrower than this share of it:
+    then a few outliers squeeze the bulk of the values into a handful of the histogram's bins (trained VGG-16
+    block5_conv3 kernel: 98% of values in 3 of 60 bins; one bias of 12.16 hides the other 511 in one bin)."""
+
+    spectrum_min_evals: int = 50
+    """A spectrum panel and its tail fit are shown from this many eigenvalues: a power-law tail needs tens of
+    points, and a 3x3x3x64 first convolution (27 x 64 slices) or a 10-class head gives too few to read."""
+
+    pvalue_floor: float = 1e-100
+    """p-values below this are written "p < 1e-100": beyond it a float64 KS p-value is dominated by rounding
+    and the exact digits carry no information a reader can use."""
+
+
 DEFAULT = Thresholds()
 
 
@@ -109,3 +131,4 @@ class ReleaseThresholds:
 
 
 RELEASES = ReleaseThresholds()
+DISPLAY = Display()

@@ -67,12 +67,74 @@ def test_tables_sort_on_click(browser, built: Path) -> None:  # type: ignore[no-
     page.goto((built / "report.html").resolve().as_uri())
     page.evaluate("() => document.querySelectorAll('details').forEach(d => d.open = true)")
     table = page.locator("#appendix table.sortable").first
-    column = table.locator("thead th").nth(6)  # std
+    heads = table.locator("thead th").all_inner_texts()
+    col = heads.index("std")
+    column = table.locator("thead th").nth(col)
     column.click()
-    first = table.locator("tbody tr td:nth-child(7)").all_inner_texts()
+    first = table.locator(f"tbody tr td:nth-child({col + 1})").all_inner_texts()
     values = [float(v.replace("−", "-")) for v in first]
     assert values == sorted(values)
     column.click()
-    again = [float(v.replace("−", "-")) for v in table.locator("tbody tr td:nth-child(7)").all_inner_texts()]
+    again = [float(v.replace("−", "-")) for v in table.locator(f"tbody tr td:nth-child({col + 1})").all_inner_texts()]
     assert again == sorted(values, reverse=True)
+    # Kurtosis is NaN for the constant (all-zero) biases: those rows go last in both directions.
+    col = heads.index("kurt.")
+    kurt = table.locator("thead th").nth(col)
+    for _ in range(2):
+        kurt.click()
+        cells = table.locator(f"tbody tr td:nth-child({col + 1})").all_inner_texts()
+        assert (
+            "NaN" in cells and "NaN" not in cells[: cells.index("NaN")] and set(cells[cells.index("NaN") :]) == {"NaN"}
+        )
+        numbers = [float(v.replace("−", "-")) for v in cells[: cells.index("NaN")]]
+        assert numbers in (sorted(numbers), sorted(numbers, reverse=True))
+    page.close()
+
+
+def test_wide_tables_fit_a_1280_window(browser, built: Path) -> None:  # type: ignore[no-untyped-def]
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto((built / "report.html").resolve().as_uri())
+    page.evaluate("() => document.querySelectorAll('details').forEach(d => d.open = true)")
+    wide = page.evaluate(
+        """() => Array.from(document.querySelectorAll('.table-wrap'))
+              .filter(w => w.scrollWidth > w.clientWidth + 1).map(w => w.closest('section').id)"""
+    )
+    assert wide == []
+    page.close()
+
+
+def test_alert_links_open_the_tensor_view_with_its_histogram(browser, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from test_presentation import alerted_report
+
+    from reportgen.figures import draw_all
+    from reportgen.presentation import present
+    from reportgen.render.html import render_html
+
+    report = alerted_report()
+    layout = present(report)
+    (tmp_path / "report.html").write_text(render_html(layout, draw_all(report, layout.figure_specs)))
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto((tmp_path / "report.html").resolve().as_uri())
+    hrefs = page.evaluate(
+        "() => Array.from(document.querySelectorAll('#alerts td a')).map(a => a.getAttribute('href'))"
+    )
+    assert len(hrefs) >= len(report.alerts) > 0
+    for href in hrefs:
+        view = page.locator(f"[id='{href[1:]}']")
+        assert view.get_attribute("class") == "tensor"
+        assert view.locator("img").count() + view.locator(".sentence").count() >= 1
+    page.locator("#alerts td a").first.click()
+    assert page.evaluate("() => document.querySelector(':target').className") == "tensor"
+    page.close()
+
+
+def test_answer_and_findings_come_first_on_a_phone(browser, built: Path) -> None:  # type: ignore[no-untyped-def]
+    page = browser.new_page(viewport={"width": 390, "height": 800})
+    page.goto((built / "report.html").resolve().as_uri())
+    tops = page.evaluate(
+        """() => ['answer', 'findings', 'appendix'].map(id => document.getElementById(id).getBoundingClientRect().top)
+              .concat([document.querySelector('nav.toc').getBoundingClientRect().top])"""
+    )
+    answer, findings, appendix, toc = tops
+    assert answer < 200 and answer < findings < appendix and findings < toc
     page.close()

@@ -8,6 +8,7 @@ from conftest import DigitsModels, write_digits_config
 from reportgen import figures
 from reportgen.config import load_config
 from reportgen.pipeline import BuildOptions, build
+from reportgen.presentation import present
 from reportgen.report_model import ReportModel
 
 
@@ -18,11 +19,12 @@ def report(digits_models: DigitsModels, tmp_path_factory: pytest.TempPathFactory
 
 
 def test_figures_on_processes_equal_serial(report: ReportModel) -> None:
-    jobs = figures.figure_jobs(report)
+    jobs = present(report).figure_specs
     assert len(jobs) >= figures.MIN_PARALLEL_FIGURES  # so the pool is really used below
-    assert {job[0] for job in jobs} == {"diagnosis", "histogram", "spectrum", "trend", "overlay"}
-    serial = figures.draw_all(report, workers=1)
-    parallel = figures.draw_all(report, workers=2)
+    assert {job.kind for job in jobs} >= {"diagnosis", "histogram", "trend", "overlay", "headline"}
+    assert len({job.id for job in jobs}) == len(jobs)  # every figure id is made once
+    serial = figures.draw_all(report, jobs, workers=1)
+    parallel = figures.draw_all(report, jobs, workers=2)
     assert list(parallel) == list(serial)
     assert parallel == serial
 
@@ -37,5 +39,6 @@ def test_no_worker_processes_falls_back_to_drawing_here(report: ReportModel, mon
         raise OSError("cannot start processes")
 
     monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", refuse)
-    assert figures.draw_all(report, workers=2) == figures.draw_all(report, workers=1)
+    jobs = present(report).figure_specs
+    assert figures.draw_all(report, jobs, workers=2) == figures.draw_all(report, jobs, workers=1)
     assert started == [1]

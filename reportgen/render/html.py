@@ -10,7 +10,8 @@ import jinja2
 from reportgen import formatting
 from reportgen.errors import RenderError
 from reportgen.figures import FigureData
-from reportgen.report_model import ReportModel, slugify
+from reportgen.presentation import Presentation
+from reportgen.report_model import slugify
 
 # No network, ever: only inline styles/scripts and data: images.
 CSP = (
@@ -54,6 +55,8 @@ def render_template(name: str, **context: Any) -> str:
         raise RenderError(f"template error: {exc}") from exc
 
 
-def render_html(report: ReportModel, figures: dict[str, FigureData], *, for_pdf: bool = False) -> str:
-    """Render the report; for_pdf opens collapsed sections and drops the script."""
-    return render_template("report.html.j2", report=report, figures=figures, for_pdf=for_pdf)
+def render_html(page: Presentation, figures: dict[str, FigureData], *, for_pdf: bool = False) -> str:
+    """Render the report; for_pdf lays out the brief (or, with pdf_full, the complete) printed report."""
+    # The printed report leaves out bulk unless the full archival PDF was asked for.
+    bulk = not for_pdf or page.pdf_full
+    return render_template("report.html.j2", page=page, report=page.report, figures=figures, for_pdf=for_pdf, bulk=bulk)
