@@ -502,3 +502,28 @@ def test_onnx_external_data_in_a_plain_file_is_read(tmp_path: Path) -> None:
     outcome = run("inspect", str(_onnx_with_external(folder, "w.bin")), "--json")
     assert outcome.code == 0, outcome.err
     assert json.loads(outcome.out)["tensors"][0]["stats"]["max"] == 3.0
+
+
+def test_library_warnings_stay_out_of_the_one_line_error(tmp_path: Path) -> None:
+    # In a child process: pytest would capture the warning itself, so the test could not fail here.
+    script = """
+import sys, warnings
+import reportgen.sources.detect as detect
+from reportgen.errors import SourceError
+def noisy(path, **kwargs):
+    warnings.warn("h5py is running against HDF5 with a mismatched version", UserWarning, stacklevel=1)
+    raise SourceError(f"{path}: not a weights file (an empty file)")
+detect.open_path = noisy
+from reportgen.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env.pop("PYTHONWARNINGS", None)
+    args = [sys.executable, "-W", "default", "-c", script, "inspect", str(tmp_path / "x.h5")]
+    quiet = subprocess.run(args, capture_output=True, text=True, env=env)
+    assert quiet.returncode == 4
+    assert quiet.stderr.strip().splitlines() == [
+        f"reportgen: error: {tmp_path / 'x.h5'}: not a weights file (an empty file)"
+    ]
+    verbose = subprocess.run([*args, "--verbose"], capture_output=True, text=True, env=env)
+    assert "mismatched version" in verbose.stderr  # shown on request
