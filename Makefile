@@ -30,6 +30,10 @@ report: $(VENV)/.installed ## build the report for CONFIG (default configs/quick
 test: $(VENV)/.installed ## run the test suite
 	$(PY) -m pytest -q $(ARGS)
 
+.PHONY: fuzz
+fuzz: $(VENV)/.installed ## fuzz the readers' inputs for longer (REPORTGEN_FUZZ_EXAMPLES per target, default 2000)
+	REPORTGEN_FUZZ=long $(PY) -m pytest -q -p no:cacheprovider tests/test_fuzz_inputs.py $(ARGS)
+
 .PHONY: lint
 lint: $(VENV)/.installed ## ruff and mypy
 	$(VENV)/bin/ruff check reportgen tests bench tools eval

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 import webbrowser
@@ -11,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from reportgen import __version__
-from reportgen.errors import EXIT_CODES, ComparisonError, ReportgenError, UsageError
+from reportgen.errors import EXIT_CODES, ComparisonError, ReportgenError, UsageError, printable
 
 EPILOG = "exit codes:\n" + "\n".join(f"  {code:>3}  {text}" for code, text in EXIT_CODES.items())
 
@@ -79,7 +80,12 @@ def make_parser() -> argparse.ArgumentParser:
         choices=("inline", "threads", "processes", "dask"),
         help="where tensors are analysed (default: processes for files, threads for keras applications)",
     )
-    b.add_argument("--scheduler", metavar="ADDRESS", help="Dask scheduler, e.g. tcp://host:8786 (implies dask)")
+    b.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="Dask scheduler, e.g. tls://host:8786 (implies dask; default: $REPORTGEN_SCHEDULER). "
+        "Its workers run code in this process: name only a cluster you trust",
+    )
     b.add_argument("--open", action="store_true", help="open the HTML report in a browser when done")
 
     i = sub.add_parser(
@@ -141,18 +147,23 @@ def _progress_printer(quiet: bool) -> Any:
     task = bar.add_task("starting", total=None)
 
     def update(message: str, done: int, total: int) -> None:
-        bar.update(task, description=message[:60], completed=done, total=total)
+        from rich.markup import escape
+
+        # Layer names in the message come from weights files: no markup, no control characters.
+        bar.update(task, description=escape(printable(message, 60)), completed=done, total=total)
 
     return bar, update
 
 
 def cmd_build(args: argparse.Namespace) -> int:
     """Build a report."""
-    from reportgen.config import load_config
+    from reportgen.config import SCHEDULER_ENV, load_config
     from reportgen.pipeline import BuildOptions, build
 
-    if args.scheduler and args.executor not in (None, "dask"):
-        raise UsageError(f"reportgen build: --scheduler needs --executor dask, not {args.executor}")
+    scheduler = args.scheduler or os.environ.get(SCHEDULER_ENV) or None
+    if scheduler and args.executor not in (None, "dask"):
+        origin = "--scheduler" if args.scheduler else f"${SCHEDULER_ENV}"
+        raise UsageError(f"reportgen build: {origin} needs --executor dask, not {args.executor}")
     loaded = load_config(args.config)
     opts = BuildOptions(
         output=args.output,
@@ -160,7 +171,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         force=args.force,
         workers=args.workers,
         executor=args.executor,
-        scheduler=args.scheduler,
+        scheduler=scheduler,
     )
     bar, update = _progress_printer(args.quiet)
     if bar is not None:
@@ -170,8 +181,8 @@ def cmd_build(args: argparse.Namespace) -> int:
         result = build(loaded, opts, None)
     if not args.quiet:
         for m in result.report.models:
-            print(f"{m.name}: {m.diagnosis.summary}")
-        print(f"wrote {result.out_dir}/ ({', '.join(result.files)})")
+            print(printable(f"{m.name}: {m.diagnosis.summary}", MAX_MESSAGE_CHARS))
+        print(f"wrote {printable(str(result.out_dir), MAX_MESSAGE_CHARS)}/ ({', '.join(result.files)})")
         if args.verbose:
             print("timings: " + ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items()))
     if args.open and (result.out_dir / "report.html").exists():
@@ -211,6 +222,9 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 INTERRUPTED = "reportgen: interrupted; no partial output was left"
+MAX_MESSAGE_CHARS = 2000
+# Set for the run (and so inherited by worker processes) unless --verbose, then restored.
+QUIET_ENV = {"PYTHONWARNINGS": "ignore", "TF_CPP_MIN_LOG_LEVEL": "3", "REPORTGEN_QUIET": "1"}
 COMMANDS = {"build": cmd_build, "inspect": cmd_inspect, "diff": cmd_diff, "history": cmd_history}
 
 
@@ -233,16 +247,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return its exit code."""
     import signal
     import threading
+    import warnings
 
     interrupts = _Interrupts()
     previous = None
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGINT, interrupts.handler)
+    args = list(sys.argv[1:] if argv is None else argv)
+    verbose = "-v" in args or "--verbose" in args
+    saved_env = {k: os.environ.get(k) for k in QUIET_ENV}
     try:
-        return _run(argv, interrupts)
+        with warnings.catch_warnings():
+            if not verbose:
+                # Library warnings (h5py, NumPy, multiprocessing's resource tracker in the worker
+                # processes, TensorFlow's start-up log) would sit beside the one-line error.
+                warnings.simplefilter("ignore")
+                for key, value in QUIET_ENV.items():
+                    os.environ.setdefault(key, value)
+            return _run(argv, interrupts, verbose)
     finally:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
+        for key, old in saved_env.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
 
 
 def entry() -> None:
@@ -255,17 +285,17 @@ def entry() -> None:
     """
     code = main()
     if code == 130:
-        import os
+        from reportgen.executor import remove_private_mp_tempdir
 
+        remove_private_mp_tempdir()  # os._exit skips atexit
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(130)
     sys.exit(code)
 
 
-def _run(argv: Sequence[str] | None, interrupts: _Interrupts) -> int:
+def _run(argv: Sequence[str] | None, interrupts: _Interrupts, verbose: bool) -> int:
     """Parse the arguments, run the command, and turn every failure into its one line and exit code."""
-    verbose = "-v" in (argv or sys.argv[1:]) or "--verbose" in (argv or sys.argv[1:])
     try:
         parser = make_parser()
         args = parser.parse_args(argv)
@@ -278,7 +308,8 @@ def _run(argv: Sequence[str] | None, interrupts: _Interrupts) -> int:
             print(INTERRUPTED, file=sys.stderr)
             return 130
         for line in exc.message.splitlines() or [type(exc).__name__]:
-            print(f"reportgen: error: {line}", file=sys.stderr)
+            # Names inside the message come from files and configs: escape, never emit, control bytes.
+            print(f"reportgen: error: {printable(line, MAX_MESSAGE_CHARS)}", file=sys.stderr)
         if verbose:
             traceback.print_exc()
         return exc.exit_code
@@ -295,9 +326,9 @@ def _run(argv: Sequence[str] | None, interrupts: _Interrupts) -> int:
         if interrupts.seen:
             print(INTERRUPTED, file=sys.stderr)
             return 130
-        print(
-            f"reportgen: internal error: {type(exc).__name__}: {exc} (run with --verbose for details)", file=sys.stderr
-        )
+        what = printable(" ".join(str(exc).split()), MAX_MESSAGE_CHARS)
+        hint = "(run with --verbose for details)"
+        print(f"reportgen: internal error: {type(exc).__name__}: {what} {hint}", file=sys.stderr)
         if verbose:
             traceback.print_exc()
         return 1

@@ -3,19 +3,28 @@
 from __future__ import annotations
 
 import difflib
-import importlib.util
+import importlib.metadata
+import os
 import re
+import stat
+import sys
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from reportgen.errors import ConfigError
+from reportgen.errors import ConfigError, printable
 from reportgen.init_plan import NAMED, OVERRIDE_ROLES, InitPlan, InitRule, parse_spec
 
 MAX_CONFIG_BYTES = 1 << 20  # a config is a few KB; anything this large is not one
 MEMORY_PREFIX = "memory:"  # path: memory:KEY names a model object handed to the Python API
+MAX_YAML_DEPTH = 32  # the schema nests four levels (models[].layers[].params[]); deeper is not a config
+SCHEDULER_ENV = "REPORTGEN_SCHEDULER"
+SCHEDULER_REFUSED = (
+    "a config cannot choose a Dask scheduler (its workers run code in reportgen); "
+    f"pass --scheduler ADDRESS or set {SCHEDULER_ENV}=ADDRESS when you run the build"
+)
 
 # Keras applications known to this release; checked again against keras when the model is built.
 KERAS_APPLICATIONS = [
@@ -221,7 +230,6 @@ class ReportConfig(_Strict):
         default="brief", description="brief: the answer and the story; full: also every table, for the archive"
     )
     executor: Literal["inline", "threads", "processes", "dask"] | None = None
-    scheduler: str | None = Field(default=None, description="Dask scheduler address, e.g. tcp://host:8786")
 
     @model_validator(mode="after")
     def _unique_names(self) -> ReportConfig:
@@ -229,8 +237,6 @@ class ReportConfig(_Strict):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"model names must be unique; repeated: {', '.join(dupes)}")
-        if self.scheduler is not None and self.executor not in (None, "dask"):
-            raise ValueError(f"'scheduler' goes with executor: dask, not executor: {self.executor}")
         return self
 
 
@@ -275,32 +281,81 @@ class LoadedConfig:
 
 
 def resolve_package_path(spec: str, config_path: Path) -> Path:
-    """Find a file inside an installed package without importing (running) the package."""
+    """Find a file inside an installed package without importing (running) any of its code."""
     package, _, inner = spec.partition("/")
-    try:
-        found = importlib.util.find_spec(package)
-    except (ImportError, ValueError):
-        found = None
-    if found is None or not found.submodule_search_locations:
-        raise ConfigError(f"{config_path}: package {package!r} is not installed (from 'pkg:{spec}')")
-    return Path(next(iter(found.submodule_search_locations))) / inner
+    parts = package.split(".")
+    where = f"{config_path}: package {package!r}"
+    if not all(p.isidentifier() for p in parts):
+        raise ConfigError(f"{where} is not a Python package name (from 'pkg:{spec}')")
+    if Path(inner).is_absolute() or ".." in Path(inner).parts:
+        raise ConfigError(f"{where}: the path inside must stay inside the package (from 'pkg:{spec}')")
+    folder = _package_folder(parts)
+    if folder is None:
+        raise ConfigError(f"{where} is not installed (from 'pkg:{spec}')")
+    return folder / inner
+
+
+def _package_folder(parts: list[str]) -> Path | None:
+    """Return a package's folder from sys.path entries or installed files' records, importing nothing.
+
+    importlib.util.find_spec('a.b') imports 'a' (runs its __init__) to read its __path__; looking at
+    folders and at the RECORD files of installed distributions reads data only.
+    """
+    for entry in sys.path:
+        folder = Path(entry or ".").joinpath(*parts)
+        try:
+            if folder.is_dir():
+                return folder
+        except OSError:
+            continue
+    want = tuple(parts)
+    for dist in importlib.metadata.distributions():
+        for file in dist.files or ():
+            if tuple(file.parts[: len(want)]) == want and len(file.parts) > len(want):
+                return Path(str(dist.locate_file(Path(*want))))
+    return None
 
 
 # ---------------------------------------------------------------------------- YAML with line numbers
 
 
 class _LineLoader(yaml.SafeLoader):
-    """A safe loader that refuses anchors and aliases and records the line of every key."""
+    """A safe loader for plain data: no anchors, aliases, tags, complex keys or deep nesting.
+
+    Dates are left as text: a config holds no timestamps, and an impossible one (2001-13-45) would
+    fail inside the constructor instead of as a schema error.
+    """
+
+    yaml_implicit_resolvers: ClassVar[dict[Any, Any]] = {
+        first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+    depth = 0
+
+
+class _Refused(yaml.MarkedYAMLError):
+    """A YAML feature a config may not use."""
 
 
 def _compose_node(self: _LineLoader, parent: Any, index: Any) -> Any:
-    if self.check_event(yaml.AliasEvent):
-        event = self.peek_event()
-        raise yaml.MarkedYAMLError("aliases are not allowed", None, None, event.start_mark)
     event = self.peek_event()
+    if isinstance(event, yaml.AliasEvent):
+        raise _Refused(None, None, "aliases are not allowed", event.start_mark)
     if getattr(event, "anchor", None):
-        raise yaml.MarkedYAMLError("anchors are not allowed", None, None, event.start_mark)
-    return yaml.SafeLoader.compose_node(self, parent, index)
+        raise _Refused(None, None, "anchors are not allowed", event.start_mark)
+    tag = getattr(event, "tag", None)
+    if tag is not None and tag != "!":
+        raise _Refused(None, None, f"tags are not allowed ({printable(tag)})", event.start_mark)
+    # index None: this node is a mapping key; only plain values (text, numbers) may be keys.
+    if isinstance(parent, yaml.MappingNode) and index is None and not isinstance(event, yaml.ScalarEvent):
+        raise _Refused(None, None, "keys must be plain text, not lists or mappings", event.start_mark)
+    self.depth += 1
+    try:
+        if self.depth > MAX_YAML_DEPTH:
+            raise _Refused(None, None, f"nested deeper than {MAX_YAML_DEPTH} levels", event.start_mark)
+        return yaml.SafeLoader.compose_node(self, parent, index)
+    finally:
+        self.depth -= 1
 
 
 _LineLoader.compose_node = _compose_node  # type: ignore[method-assign,assignment]
@@ -360,6 +415,8 @@ def _message(err: Any, loc: tuple[Any, ...]) -> str:
     kind = err["type"]
     if kind == "extra_forbidden":
         key = loc[-1]
+        if loc == ("scheduler",):
+            return SCHEDULER_REFUSED
         near = difflib.get_close_matches(str(key), _fields_of(ReportConfig, loc), n=1, cutoff=0.6)
         return f"unknown key {key!r}" + (f" (did you mean {near[0]!r}?)" if near else "")
     if kind == "missing":
@@ -370,18 +427,26 @@ def _message(err: Any, loc: tuple[Any, ...]) -> str:
 
 def parse_config(text: str, path: Path) -> LoadedConfig:
     """Validate config text; raise ConfigError listing every problem with file:line: key path."""
+    loader = None
     try:
-        node = yaml.compose(text, Loader=_LineLoader)
+        loader = _LineLoader(text)  # its reader refuses control characters at once
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f":{mark.line + 1}" if mark else ""
         problem = exc.problem or exc.context or "invalid YAML"
-        raise ConfigError(f"{path}{where}: YAML syntax error: {problem}") from None
+        raise ConfigError(f"{path}{where}: YAML syntax error: {printable(problem, 120)}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: YAML syntax error: {exc}") from None
+        raise ConfigError(f"{path}: YAML syntax error: {printable(str(exc).splitlines()[0], 120)}") from None
+    except (ValueError, TypeError, OverflowError) as exc:
+        # A value the safe constructors cannot build, e.g. an integer of more than 4300 digits.
+        raise ConfigError(f"{path}: invalid YAML value ({type(exc).__name__})") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
     if node is None:
         raise ConfigError(f"{path}: the config is empty")
-    data = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - _LineLoader derives from SafeLoader
     if not isinstance(data, dict):
         raise ConfigError(f"{path}:1: the config must be a mapping of keys (title, output, models, ...)")
     lines: dict[tuple[Any, ...], int] = {}
@@ -402,19 +467,38 @@ def parse_config(text: str, path: Path) -> LoadedConfig:
 
 
 def load_config(path: str | Path) -> LoadedConfig:
-    """Read and validate a config file."""
+    """Read and validate a config file; a FIFO, device or socket is refused before it is opened."""
     p = Path(path)
-    if not p.exists():
-        raise ConfigError(f"{p}: no such config file")
-    if p.is_dir():
-        raise ConfigError(f"{p}: is a folder, not a config file")
-    size = p.stat().st_size
-    if size > MAX_CONFIG_BYTES:
-        raise ConfigError(f"{p}: config is {size} bytes; the limit is {MAX_CONFIG_BYTES}")
+    name = printable(str(p), 300)
     try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{p}: cannot read the config: {exc}") from None
+        st = os.stat(p)
+    except ValueError:
+        raise ConfigError(f"{name}: invalid file name (NUL byte)") from None
+    except FileNotFoundError:
+        raise ConfigError(f"{name}: no such config file") from None
+    except OSError as exc:
+        raise ConfigError(f"{name}: cannot read the config ({exc.strerror or type(exc).__name__})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise ConfigError(f"{name}: is a folder, not a config file")
+    if not stat.S_ISREG(st.st_mode):
+        raise ConfigError(f"{name}: not a regular file (a FIFO, socket or device); refused")
+    if st.st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{name}: config is {st.st_size} bytes; the limit is {MAX_CONFIG_BYTES}")
+    try:
+        # O_NONBLOCK: if the path was swapped for a FIFO since the check, open returns instead of waiting.
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+        with os.fdopen(fd, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                raise ConfigError(f"{name}: not a regular file (a FIFO, socket or device); refused")
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"{name}: cannot read the config ({exc.strerror or type(exc).__name__})") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{name}: config is larger than the limit of {MAX_CONFIG_BYTES} bytes")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{name}: not UTF-8 text (invalid byte at offset {exc.start})") from None
     return parse_config(text, p)
 
 

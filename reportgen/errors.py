@@ -88,3 +88,13 @@ EXIT_CODES: dict[int, str] = {
     10: "release gate: diff --fail-on found alerts of that severity or verdict regressions in the new release",
     130: "interrupted (Ctrl-C); no partial output is left behind",
 }
+
+
+def printable(text: str, limit: int = 200) -> str:
+    """Return text with control and other unprintable characters escaped, cut to limit characters.
+
+    Names from weights files and paths can hold terminal escape sequences, newlines or lone
+    surrogates (non-UTF-8 file names); escaped, they show what is there and do nothing.
+    """
+    out = "".join(c if c.isprintable() and not 0xD800 <= ord(c) <= 0xDFFF else ascii(c)[1:-1] for c in text[:limit])
+    return out + ("…" if len(text) > limit else "")

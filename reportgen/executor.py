@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from contextlib import AbstractContextManager, closing
+from contextlib import AbstractContextManager, closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -30,6 +31,13 @@ BATCH_ELEMS = 1 << 20  # small tensors share a task until it holds this many val
 BATCH_JOBS = 64
 WORKER_CACHE = 4  # sources a worker keeps open; a build opens one model at a time
 SCHEDULER_TIMEOUT_S = 30
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+PARENT_POLL_S = 0.5  # where no pidfd exists, how often a worker checks that its parent still runs
+QUIET_ENV_FLAG = "REPORTGEN_QUIET"  # set by the CLI unless --verbose; worker processes inherit it
+MP_TEMPDIR_ENV = "REPORTGEN_MP_TEMPDIR"  # tells the fork server which folder to remove when it must go
+BUILD_PID_ENV = "REPORTGEN_BUILD_PID"  # lets the fork server notice a build that died before it was ready
+# As short as multiprocessing's own "pymp-": a socket path inside it must stay under 108 bytes.
+MP_TEMPDIR_PREFIX = "rgmp-"
 
 
 @dataclass(frozen=True)
@@ -179,7 +187,121 @@ def _limit_blas() -> None:
 def _process_init() -> None:
     # Ctrl-C reaches the whole process group; the parent alone decides what to cancel.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    exit_with_parent()
     _limit_blas()
+
+
+def exit_with_parent() -> None:
+    """End this worker process as soon as the process that started the pool is gone.
+
+    A worker waits on a queue whose write end it holds itself, so it never sees the parent leave: after
+    a kill -9 of the build it would wait forever, holding the terminal's pipes (`| tee log` would hang).
+    A pidfd becomes readable when the process exits; where there is none, the parent is polled.
+    """
+    import multiprocessing
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the fork server's handler, inherited by fork
+    die_with_parent()
+    parent = multiprocessing.parent_process()
+    if parent is None or parent.pid is None:
+        return
+    pid = parent.pid
+    try:
+        fd: int | None = os.pidfd_open(pid)
+    except ProcessLookupError:
+        os._exit(1)
+    except (AttributeError, OSError):
+        fd = None
+
+    def watch() -> None:
+        if fd is not None:
+            import select
+
+            select.select([fd], [], [])
+        else:
+            import time
+
+            while _alive(pid):
+                time.sleep(PARENT_POLL_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="reportgen-parent-watch", daemon=True).start()
+
+
+def die_with_parent(signum: int = signal.SIGKILL) -> None:
+    """Ask the kernel to send signum to this process when its parent exits (Linux prctl; elsewhere nothing).
+
+    Unlike a watching thread this needs no GIL, so a worker busy inside a long LAPACK call goes too.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    parent = os.getppid()
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent left before the request was in place
+        os._exit(1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def private_mp_tempdir() -> None:
+    """Give multiprocessing a temporary folder of this build's, which the fork server removes.
+
+    The fork server listens on a socket in that folder. multiprocessing deletes it at a normal exit,
+    but not after kill -9 or os._exit; the fork server, told of its parent's death by the kernel,
+    removes it then (reportgen/_forkserver.py).
+    """
+    import atexit
+    import multiprocessing.process
+    import tempfile
+
+    config = multiprocessing.process.current_process()._config  # type: ignore[attr-defined]
+    if config.get("tempdir"):
+        return
+    path = tempfile.mkdtemp(prefix=MP_TEMPDIR_PREFIX)
+    config["tempdir"] = path
+    os.environ[MP_TEMPDIR_ENV] = path
+    os.environ[BUILD_PID_ENV] = str(os.getpid())
+    atexit.register(remove_private_mp_tempdir)
+
+
+def remove_private_mp_tempdir() -> None:
+    """Remove the folder private_mp_tempdir made (at exit, also on the os._exit path after Ctrl-C)."""
+    import shutil
+
+    path = os.environ.get(MP_TEMPDIR_ENV)
+    if path and os.environ.get(BUILD_PID_ENV) == str(os.getpid()):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@contextmanager
+def quiet_start() -> Generator[None, None, None]:
+    """Start worker processes with SIGINT blocked, so a Ctrl-C during their start-up is not theirs.
+
+    Ctrl-C goes to the whole process group. A worker still importing when it arrives would print a
+    KeyboardInterrupt traceback before its initializer could ignore the signal; a blocked signal is
+    inherited blocked across fork and exec, and in this process it is delivered when unblocked.
+    """
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def run_remote(task: Task) -> tuple[TensorAnalysis, ...] | Failure:
@@ -261,14 +383,18 @@ class ProcessBackend(Backend):
         method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
         ctx = multiprocessing.get_context(method)
         if method == "forkserver":
-            ctx.set_forkserver_preload(["reportgen.executor"])
+            private_mp_tempdir()
+            # The fork server is a child of this process; its preload makes it (and so, in turn, the
+            # workers it forks) exit when this process dies, even by kill -9.
+            ctx.set_forkserver_preload(["reportgen.executor", "reportgen._forkserver"])
         self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_process_init)
 
     def run(self, tasks: list[Task], source: WeightSource) -> Generator[tuple[Task, Any], None, None]:
         """Yield results as the worker processes finish them."""
         from concurrent.futures.process import BrokenProcessPool
 
-        futures = {self.pool.submit(run_remote, t): t for t in tasks}
+        with quiet_start():  # submit() starts the worker processes
+            futures = {self.pool.submit(run_remote, t): t for t in tasks}
         try:
             yield from _as_completed(futures)
         except BrokenProcessPool:
@@ -318,17 +444,18 @@ class DaskBackend(Backend):
         else:
             import logging
 
-            self.cluster = distributed.LocalCluster(
-                # Port 0 everywhere: several builds on one machine must not fight over 8786/8787.
-                n_workers=workers,
-                threads_per_worker=1,
-                processes=True,
-                host="127.0.0.1",
-                scheduler_port=0,
-                dashboard_address=":0",
-                silence_logs=logging.ERROR,
-            )
-            self.client = distributed.Client(self.cluster)
+            with quiet_start():
+                self.cluster = distributed.LocalCluster(
+                    # Port 0 everywhere: several builds on one machine must not fight over 8786/8787.
+                    n_workers=workers,
+                    threads_per_worker=1,
+                    processes=True,
+                    host="127.0.0.1",
+                    scheduler_port=0,
+                    dashboard_address=":0",
+                    silence_logs=logging.ERROR,
+                )
+                self.client = distributed.Client(self.cluster)
 
     def run(self, tasks: list[Task], source: WeightSource) -> Generator[tuple[Task, Any], None, None]:
         """Yield results as the cluster finishes them; a task whose worker died is rescheduled."""
@@ -445,7 +572,10 @@ __all__ = [
     "ReopenRecipe",
     "Task",
     "choose_kind",
+    "die_with_parent",
+    "exit_with_parent",
     "make_tasks",
+    "quiet_start",
     "reopen_recipe",
     "run_remote",
     "run_task",

@@ -462,8 +462,11 @@ def _init_worker(report: ReportModel) -> None:
     """Keep the report in a figure worker; Ctrl-C is the parent's to handle."""
     import signal
 
+    from reportgen.executor import exit_with_parent
+
     global _worker_report
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    exit_with_parent()
     _worker_report = report
 
 
@@ -487,8 +490,12 @@ def draw_all(report: ReportModel, jobs: tuple[FigureSpec, ...], workers: int = 1
         ctx = multiprocessing.get_context("spawn")
         n = min(workers, len(jobs))
         try:
+            from reportgen.executor import quiet_start
+
             with ProcessPoolExecutor(n, mp_context=ctx, initializer=_init_worker, initargs=(report,)) as pool:
-                drawn = list(pool.map(_draw_in_worker, jobs, chunksize=max(1, len(jobs) // (4 * n))))
+                with quiet_start():  # map() submits every job, which starts the workers
+                    pending = pool.map(_draw_in_worker, jobs, chunksize=max(1, len(jobs) // (4 * n)))
+                drawn = list(pending)
         except (BrokenProcessPool, OSError):
             # No worker processes here (a script without a __main__ guard, a limit on processes):
             # the figures are the same drawn in this process, only slower.

@@ -49,7 +49,7 @@ class BuildOptions:
     workers: int = 0  # 0: one per core
     now: datetime | None = None
     executor: str | None = None  # inline | threads | processes | dask; None: the config's, else by source
-    scheduler: str | None = None  # Dask scheduler address; implies executor dask
+    scheduler: str | None = None  # Dask scheduler address (command line or environment only); implies dask
 
 
 @dataclass
@@ -196,9 +196,7 @@ def build_report_model(
     timings["load"] = time.perf_counter() - t0
     timings["analysis"] = 0.0
     alerts: list[Alert] = []
-    executors = Executors.from_choices(
-        (options.executor, options.scheduler), (cfg.executor, cfg.scheduler), options.workers
-    )
+    executors = Executors.from_choices((options.executor, options.scheduler), (cfg.executor, None), options.workers)
     try:
         for i, mc, source in sources:
             layers = source.layers()  # open_path already gave kernels the config's `init:` where needed

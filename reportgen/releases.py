@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from reportgen.diff import DiffModel, compute_diff, gate_failures
-from reportgen.errors import GateFailure, UsageError
+from reportgen.errors import GateFailure, UsageError, printable
 from reportgen.history import HistoryModel, compute_history
 from reportgen.stats_json import Severity, load
 
@@ -90,7 +90,7 @@ def run_diff(
         files = render_diff(diff, tuple(formats or ALL_FORMATS))
         write_atomically(target, files, force)
     if not quiet:
-        print("\n".join(diff_summary(diff)))
+        print("\n".join(printable(line, 2000) for line in diff_summary(diff)))  # names come from files
         if target is not None:
             print(f"wrote {target}/")
     failures = gate_failures(diff, fail_on) if fail_on else []
@@ -134,6 +134,6 @@ def run_history(
     history = compute_history([load(r) for r in reports], [str(r) for r in reports])
     write_atomically(target, render_history(history, tuple(formats or ALL_FORMATS)), force)
     if not quiet:
-        print("\n".join(history_summary(history)))
+        print("\n".join(printable(line, 2000) for line in history_summary(history)))
         print(f"wrote {target}/")
     return 0

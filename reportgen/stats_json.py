@@ -229,16 +229,22 @@ def _missing_hint(path: Path) -> str:
 
 def load(path: Path | str) -> LoadedStats:
     """Read a stats.json, or the one in a report folder."""
+    from reportgen.sources.safety import check_path
+
     path = Path(path)
     if not path.exists():
         raise SourceError(f"{path}: no such file or folder{_missing_hint(path)}")
     file = path / "stats.json" if path.is_dir() else path
+    if not path.is_dir():
+        check_path(path)  # a FIFO or device is refused before it is opened
     if not file.is_file():
         raise SourceError(f"{path}: folder holds no stats.json (build the report with the json format)")
     try:
         text = file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SourceError(f"{file}: cannot read ({getattr(exc, 'strerror', None) or exc})") from None
+    except UnicodeDecodeError as exc:  # its text would quote the byte
+        raise SourceError(f"{file}: not a stats.json (not UTF-8 at byte {exc.start})") from None
+    except OSError as exc:
+        raise SourceError(f"{file}: cannot read ({exc.strerror or exc})") from None
     try:
         # Fast path for a well-formed current document: parsed and typed in one pass, half the time of
         # json.loads followed by validation (a history reads dozens of 1 MB files).

@@ -123,7 +123,7 @@ def test_cli_summary(reports, capsys: pytest.CaptureFixture[str]) -> None:  # ty
 def test_cli_writes_html_pdf_json(reports, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     out = tmp_path / "cmp"
     assert main(["diff", str(reports[0]), str(reports[1]), "--output", str(out), "--quiet"]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["diff.html", "diff.json", "diff.pdf"]
+    assert sorted(p.name for p in out.iterdir()) == ["diff.html", "diff.json", "diff.pdf", "manifest.json"]
     html = (out / "diff.html").read_text()
     assert 'http-equiv="Content-Security-Policy"' in html
     for attr in re.findall(r'(?:src|href)="([^"]*)"', html):
@@ -150,7 +150,7 @@ def test_cli_writes_html_pdf_json(reports, tmp_path: Path) -> None:  # type: ign
     assert main(["diff", str(reports[0]), str(reports[1]), "-o", str(out), "--quiet"]) == 7
     assert (out / "diff.json").read_bytes() == before
     assert main(["diff", str(reports[1]), str(reports[0]), "-o", str(out), "-f", "json", "--force", "--quiet"]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["diff.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["diff.json", "manifest.json"]
 
 
 def test_changed_weight_file_falls_back_to_statistics(reports) -> None:  # type: ignore[no-untyped-def]

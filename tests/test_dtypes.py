@@ -120,13 +120,14 @@ def test_file_shorter_than_length_prefix_is_refused(tmp_path: Path) -> None:
 
 def test_header_length_beyond_file_size_is_refused(tmp_path: Path) -> None:
     path = write_raw(tmp_path / "m.safetensors", {}, b"", header_len=4096)
-    with pytest.raises(SourceError, match=r"m\.safetensors: truncated: header length 4096 exceeds the file size"):
+    # The length field is not quoted back: in a file that is not safetensors it is content.
+    with pytest.raises(SourceError, match=r"m\.safetensors: truncated: header length field exceeds the file size \d+$"):
         SafetensorsSource(path)
 
 
 def test_huge_header_length_is_refused(tmp_path: Path) -> None:
     path = write_raw(tmp_path / "m.safetensors", {}, b"", header_len=1 << 40)
-    with pytest.raises(SourceError, match=r"m\.safetensors: header too large"):
+    with pytest.raises(SourceError, match=r"m\.safetensors: not a safetensors file \(header length field above \d+\)$"):
         SafetensorsSource(path)
 
 

@@ -104,7 +104,7 @@ def test_cli_writes_every_format(
     assert main(["history", *paths, "-o", str(out), "-f", formats]) == 0
     stdout = capsys.readouterr().out
     assert "model mlp-v6: in 6 releases, 5 layers" in stdout and "first went wrong in v4" in stdout
-    assert sorted(p.name for p in out.iterdir()) == ["history.html", "history.json", "history.pdf"]
+    assert sorted(p.name for p in out.iterdir()) == ["history.html", "history.json", "history.pdf", "manifest.json"]
     doc = json.loads((out / "history.json").read_text())
     assert [r["name"] for r in doc["releases"]] == NAMES
     (m,) = doc["models"]

@@ -90,7 +90,7 @@ def test_models_added_removed_renamed(releases: Releases) -> None:
 def test_all_formats_and_pdf_pages(releases: Releases, tmp_path: Path) -> None:
     out = tmp_path / "d"
     assert main(["diff", str(releases.r1), str(releases.r2), "-o", str(out), "-q"]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["diff.html", "diff.json", "diff.pdf"]
+    assert sorted(p.name for p in out.iterdir()) == ["diff.html", "diff.json", "diff.pdf", "manifest.json"]
     doc = json.loads((out / "diff.json").read_text())
     html = (out / "diff.html").read_text()
     assert html.count("<img ") == len(doc["figures"]) >= 10  # more figures than one PDF page holds
@@ -130,7 +130,7 @@ def test_gate_exit_codes(releases: Releases, tmp_path: Path, capsys: pytest.Capt
     assert main(["diff", r2, r3, "--fail-on", "critical", "-o", str(out), "-q"]) == 10
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "critical nonfinite_appeared classifier fc1/weight" in err
-    assert sorted(p.name for p in out.iterdir()) == ["diff.html", "diff.json", "diff.pdf"]
+    assert sorted(p.name for p in out.iterdir()) == ["diff.html", "diff.json", "diff.pdf", "manifest.json"]
     assert main(["diff", r1, r2, "--fail-on", "info"]) == 2  # only warning and critical gate
 
 
@@ -207,4 +207,4 @@ def test_history_follows_added_removed_and_renamed_models(releases: Releases, tm
     assert classifier.first_wrong == 2  # the NaN of r3
     out = tmp_path / "h"
     assert main(["history", *map(str, paths), "-o", str(out), "-q"]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["history.html", "history.json", "history.pdf"]
+    assert sorted(p.name for p in out.iterdir()) == ["history.html", "history.json", "history.pdf", "manifest.json"]

@@ -304,15 +304,13 @@ def test_missing_and_garbage_files(tmp_path: Path) -> None:
     garbage.write_bytes(b"hello, not weights")
     with pytest.raises(SourceError) as err:
         open_path(garbage)
-    assert str(err.value) == (
-        f"{garbage}: not a weights file (unrecognised content: first bytes "
-        "68 65 6c 6c 6f 2c 20 6e 6f 74 20 77 65 69 67 68)"
-    )
+    # The content is never quoted: a config could otherwise make reportgen print any file's first bytes.
+    assert str(err.value) == f"{garbage}: not a weights file (no HDF5, zip, safetensors, ONNX or PyTorch signature)"
     empty = tmp_path / "empty.bin"
     empty.write_bytes(b"")
     with pytest.raises(SourceError) as err:
         open_path(empty)
-    assert str(err.value) == f"{empty}: not a weights file (unrecognised content: first bytes (empty file))"
+    assert str(err.value) == f"{empty}: not a weights file (an empty file)"
 
 
 def test_keras_archive_without_weights(tmp_path: Path) -> None:

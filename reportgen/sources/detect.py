@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-import json
+import os
 import struct
 import zipfile
 from collections.abc import Iterator
@@ -13,7 +13,8 @@ import numpy as np
 
 from reportgen.errors import SourceError
 from reportgen.sources.base import DEFAULT_CHUNK_ELEMS, InitSpec, LayerInfo, TensorRef, WeightSource
-from reportgen.sources.hdf5_safe import SafeH5, signature_offset
+from reportgen.sources.hdf5_safe import H5_ERRORS, SafeH5, signature_offset
+from reportgen.sources.safety import check_path, numeric_only, open_regular
 
 _ZIP_MAGIC = b"PK\x03\x04"
 _SAFETENSORS_MAX_HEADER = 100 << 20
@@ -22,9 +23,13 @@ _SAFETENSORS_MAX_HEADER = 100 << 20
 def open_path(path: Path | str, *, init: InitSpec | None = None) -> WeightSource:
     """Open a weights file or folder of any supported format; init fills kernels that declare none."""
     path = Path(path)
-    if not path.exists():
-        raise SourceError(f"{path}: no such file")
-    source = _open(path)
+    check_path(path)
+    opened = _open(path)
+    try:
+        source = numeric_only(opened)
+    except BaseException:
+        opened.close()
+        raise
     if not any(layer.params for layer in source.layers()):
         # An empty report would read as "nothing wrong"; say that nothing was read instead.
         description = source.info.description
@@ -43,13 +48,17 @@ def detect_format(path: Path) -> str:
         if sorted(path.glob("*.safetensors.index.json")) or sorted(path.glob("*.safetensors")):
             return "safetensors"
         raise SourceError(f"{path}: folder holds no saved_model.pb or safetensors weights")
+    fd = open_regular(path)
     try:
-        with open(path, "rb") as fh:
+        with os.fdopen(fd, "rb") as fh:
             head = fh.read(8192)
     except OSError as exc:
         raise SourceError(f"{path}: cannot read ({exc.strerror or exc})") from None
     if signature_offset(head) is not None:
-        return _hdf5_kind(path)
+        try:
+            return _hdf5_kind(path)
+        except H5_ERRORS as exc:
+            raise SourceError(f"{path}: damaged HDF5 data ({type(exc).__name__})") from None
     if head.startswith(_ZIP_MAGIC):
         return _zip_kind(path)
     if _looks_safetensors(path, head):
@@ -60,12 +69,27 @@ def detect_format(path: Path) -> str:
         return "onnx"
     if head[:1] == b"\x80" and len(head) > 1 and 2 <= head[1] <= 5:
         return "torch"
-    shown = head[:16].hex(" ") or "(empty file)"
-    raise SourceError(f"{path}: not a weights file (unrecognised content: first bytes {shown})")
+    # The content itself is never shown: a config may name a file its author must not read.
+    what = "an empty file" if not head else "no HDF5, zip, safetensors, ONNX or PyTorch signature"
+    raise SourceError(f"{path}: not a weights file ({what})")
 
 
 def _open(path: Path) -> WeightSource:
     kind = detect_format(path)
+    if kind not in _HDF5_KINDS:
+        return _open_kind(path, kind)
+    try:
+        return _open_kind(path, kind)
+    except H5_ERRORS as exc:
+        # SafeH5 turns the errors of each call it makes into SourceErrors; this catches the rest of
+        # what a damaged file makes h5py raise while the layers are listed.
+        raise SourceError(f"{path}: damaged HDF5 data ({type(exc).__name__})") from None
+
+
+_HDF5_KINDS = ("keras-weights-h5", "keras-h5", "keras-archive")
+
+
+def _open_kind(path: Path, kind: str) -> WeightSource:
     if kind == "keras-weights-h5":
         from reportgen.sources.keras_files import KerasWeightsSource
 
@@ -98,11 +122,11 @@ def _open(path: Path) -> WeightSource:
 def _hdf5_kind(path: Path) -> str:
     with SafeH5(path) as h5:
         root = h5.root
-        if "model_config" in root.attrs or "layer_names" in root.attrs:
+        if h5.attr(root, "model_config") is not None or h5.attr(root, "layer_names") is not None:
             return "keras-h5"
         if h5.has(root, "model_weights"):
             group = h5.get("model_weights")
-            if "layer_names" in group.attrs:
+            if h5.attr(group, "layer_names") is not None:
                 return "keras-h5"
     return "keras-weights-h5"
 
@@ -111,8 +135,8 @@ def _zip_kind(path: Path) -> str:
     try:
         with zipfile.ZipFile(path) as zf:
             names = zf.namelist()
-    except (OSError, zipfile.BadZipFile) as exc:
-        raise SourceError(f"{path}: unreadable zip archive ({exc})") from None
+    except (OSError, zipfile.BadZipFile, ValueError, NotImplementedError, RuntimeError, EOFError) as exc:
+        raise SourceError(f"{path}: unreadable zip archive ({type(exc).__name__})") from None
     if "config.json" in names and ("model.weights.h5" in names or "model.weights.npz" in names):
         return "keras-archive"
     # PyTorch's zip format keeps its pickle at <archive name>/data.pkl.
@@ -122,6 +146,7 @@ def _zip_kind(path: Path) -> str:
 
 
 def _looks_safetensors(path: Path, head: bytes) -> bool:
+    """Tell from the length field and the header's first and last bytes; parse_header checks the rest."""
     if len(head) < 10:
         return False
     (size,) = struct.unpack("<Q", head[:8])
@@ -131,11 +156,11 @@ def _looks_safetensors(path: Path, head: bytes) -> bool:
         if 8 + size > path.stat().st_size:
             return False
         with open(path, "rb") as fh:
-            fh.seek(8)
-            header = json.loads(fh.read(size))
-    except (OSError, ValueError):
+            fh.seek(8 + max(0, size - 4096))
+            tail = fh.read(min(size, 4096))
+    except OSError:
         return False
-    return isinstance(header, dict)
+    return tail.rstrip(b" ").endswith(b"}")
 
 
 class _DefaultInit(WeightSource):

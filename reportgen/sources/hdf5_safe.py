@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import math
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Self
+from typing import IO, Self
 
 import h5py
 import numpy as np
@@ -29,9 +30,15 @@ BUILTIN_FILTERS = {
 _NON_COMPRESSING = {h5py.h5z.FILTER_SHUFFLE, h5py.h5z.FILTER_FLETCHER32}
 
 # A compressed dataset may legitimately expand (zeros compress very well), so only a
-# declared size beyond both this floor and this ratio to the stored bytes is refused.
-COMPRESSED_FLOOR_BYTES = 64 << 20
+# declared size beyond both this floor and this ratio to the stored bytes is refused. The floor
+# bounds the work of a dataset that stores nothing (HDF5 fills it in): 64 KiB each, so a file's
+# work stays within about 1000x its bytes (gzip itself reaches at most ~1030:1 on zeros).
+COMPRESSED_FLOOR_BYTES = 64 << 10
 MAX_EXPANSION = 1000
+
+# What h5py raises for a damaged file: HDF5's own errors arrive as OSError, RuntimeError, KeyError or
+# ValueError depending on the call, and odd type records as TypeError.
+H5_ERRORS = (OSError, RuntimeError, KeyError, ValueError, TypeError)
 
 MAX_DEPTH = 64
 MAX_OBJECTS = 1_000_000
@@ -62,16 +69,23 @@ def natural_key(name: str) -> list[object]:
 class SafeH5:
     """One HDF5 file opened read-only; every object handed out has passed the safety checks.
 
-    label names the file in messages (the archive member for a file extracted from a zip).
+    label names the file in messages (the archive member for a file read from a zip); fileobj, with
+    its size, reads the HDF5 bytes from a file object instead of path (a window onto a zip member).
     """
 
-    def __init__(self, path: Path, label: str | None = None) -> None:
+    def __init__(
+        self, path: Path, label: str | None = None, fileobj: IO[bytes] | io.RawIOBase | None = None, size: int = 0
+    ) -> None:
         self.path = Path(path)
         self.label = label or str(path)
         try:
-            self.file_size = self.path.stat().st_size
-            self.file = h5py.File(self.path, "r")
-        except OSError as exc:
+            if fileobj is not None:
+                self.file_size = size
+                self.file = h5py.File(fileobj, "r")
+            else:
+                self.file_size = self.path.stat().st_size
+                self.file = h5py.File(self.path, "r")
+        except H5_ERRORS as exc:
             raise SourceError(f"{self.label}: cannot open as HDF5 ({_short(exc)})") from None
 
     def close(self) -> None:
@@ -96,7 +110,7 @@ class SafeH5:
             if name not in obj.attrs:
                 return default
             value = obj.attrs[name]
-        except (OSError, KeyError, TypeError) as exc:
+        except H5_ERRORS as exc:
             raise SourceError(f"{self.label}: {obj.name}: unreadable attribute {name!r} ({_short(exc)})") from None
         return _decode(value)
 
@@ -110,7 +124,7 @@ class SafeH5:
             if not group.id.links.exists(raw):
                 return None
             return int(group.id.links.get_info(raw).type)
-        except (OSError, KeyError, ValueError) as exc:
+        except H5_ERRORS as exc:
             raise SourceError(f"{self.label}: {_join(group.name, name)}: unreadable link ({_short(exc)})") from None
 
     def has(self, group: h5py.Group, name: str) -> bool:
@@ -131,7 +145,7 @@ class SafeH5:
             raise SourceError(f"{self.label}: {where}: user-defined link refused")
         try:
             obj = group[name]
-        except (OSError, KeyError, ValueError) as exc:
+        except H5_ERRORS as exc:
             raise SourceError(f"{self.label}: {where}: unreadable object ({_short(exc)})") from None
         if isinstance(obj, h5py.Dataset):
             self.check_dataset(obj)
@@ -161,7 +175,7 @@ class SafeH5:
         """Return the checked members of group in natural name order."""
         try:
             names = list(group.keys())
-        except (OSError, ValueError) as exc:
+        except H5_ERRORS as exc:
             raise SourceError(f"{self.label}: {group.name}: unreadable group ({_short(exc)})") from None
         return [(name, self.child(group, name)) for name in sorted(names, key=natural_key)]
 
@@ -197,7 +211,7 @@ class SafeH5:
         try:
             external = ds.external
             virtual = ds.is_virtual
-        except (OSError, ValueError) as exc:
+        except H5_ERRORS as exc:
             raise SourceError(f"{where}: unreadable storage layout ({_short(exc)})") from None
         if external:
             raise SourceError(f"{where}: external-storage dataset refused (its data lives in other files)")
@@ -208,7 +222,7 @@ class SafeH5:
             filters = [plist.get_filter(i)[0] for i in range(plist.get_nfilters())]
             declared = math.prod(ds.shape or ()) * ds.dtype.itemsize if ds.shape is not None else 0
             stored = ds.id.get_storage_size()
-        except (OSError, ValueError, TypeError) as exc:
+        except H5_ERRORS as exc:
             raise SourceError(f"{where}: unreadable dataset header ({_short(exc)})") from None
         for fid in filters:
             if fid not in BUILTIN_FILTERS:
@@ -232,7 +246,7 @@ class SafeH5:
         """Return a checked dataset's whole contents."""
         try:
             return _as_stored(ds, ds[()])
-        except (OSError, ValueError, TypeError) as exc:
+        except H5_ERRORS as exc:
             raise SourceError(f"{self.label}: {ds.name}: read failed ({_short(exc)})") from None
 
     def iter_slabs(self, ds: h5py.Dataset, max_elems: int) -> Iterator[np.ndarray]:
@@ -250,21 +264,35 @@ class SafeH5:
                 for start in range(0, shape[axis], step):
                     block = ds[(*lead, slice(start, min(start + step, shape[axis])))]
                     yield _as_stored(ds, block).reshape(-1)
-        except (OSError, ValueError, TypeError) as exc:
+        except H5_ERRORS as exc:
             raise SourceError(f"{self.label}: {ds.name}: read failed ({_short(exc)})") from None
 
     def dtype_name(self, ds: h5py.Dataset) -> str:
         """Return the numpy-style dtype name of the values read() returns."""
         if _is_bfloat16(ds):
             return "bfloat16"
-        return str(ds.dtype)
+        dt = ds.dtype
+        # Types statistics cannot use get a plain name: the report lists them as non-numeric.
+        if h5py.check_string_dtype(dt) is not None:
+            return "string"
+        if h5py.check_ref_dtype(dt) is not None:
+            return "reference"
+        if h5py.check_vlen_dtype(dt) is not None:
+            return "variable-length"
+        if dt.names:
+            return "compound"
+        if dt.subdtype is not None:
+            return "array"
+        if dt.kind == "V":
+            return "opaque"
+        return str(dt)
 
 
 def _is_bfloat16(ds: h5py.Dataset) -> bool:
     # Keras 3 marks bfloat16 variables with a dtype attribute; HDF5 has no such type.
     try:
         return ds.dtype.itemsize == 2 and _decode(ds.attrs.get("dtype")) == "bfloat16"
-    except (OSError, TypeError):
+    except H5_ERRORS:
         return False
 
 
@@ -290,7 +318,10 @@ def _decode(value: object) -> object:
 
 
 def _object_key(obj: h5py.HLObject) -> object:
-    info = h5py.h5o.get_info(obj.id)
+    try:
+        info = h5py.h5o.get_info(obj.id)
+    except H5_ERRORS as exc:
+        raise SourceError(f"{obj.file.filename}: {obj.name}: unreadable object header ({_short(exc)})") from None
     return (info.fileno, info.addr)
 
 

@@ -7,11 +7,7 @@ Nothing here deserialises a model: configs are read as plain JSON data and tenso
 from __future__ import annotations
 
 import itertools
-import json
 import re
-import shutil
-import tempfile
-import weakref
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -25,6 +21,8 @@ from reportgen.initializers import spec_from_keras
 from reportgen.sources.base import DEFAULT_CHUNK_ELEMS, InitSpec, LayerInfo, SourceInfo, TensorRef, WeightSource
 from reportgen.sources.hdf5_safe import SafeH5, natural_key
 from reportgen.sources.naming import is_buffer
+from reportgen.sources.safety import load_json
+from reportgen.sources.zip_member import MAX_CONFIG_BYTES, MAX_WEIGHTS_BYTES, ZIP_ERRORS, open_member, read_small
 
 # Variables each layer class creates, in creation order (the order of Keras 3's vars/0..n).
 _VAR_NAMES: dict[str, tuple[str, ...]] = {
@@ -51,11 +49,6 @@ _INIT_KEY = {
 }
 _ATTR_KEYS = ("use_bias", "activation", "filters", "units", "kernel_size", "strides", "padding", "groups")
 _CONTAINERS = ("Sequential", "Functional", "Model")
-
-# A .keras member above these sizes, or expanding more than this ratio, is refused.
-MAX_CONFIG_BYTES = 64 << 20
-MAX_WEIGHTS_BYTES = 256 << 30
-MAX_ZIP_RATIO = 1000
 
 
 def snake_case(name: str) -> str:
@@ -426,9 +419,10 @@ class KerasWeightsSource(_H5Source):
         config: Any = None,
         label: str | None = None,
         info: SourceInfo | None = None,
+        h5: SafeH5 | None = None,
     ) -> None:
         self.path = Path(path)
-        self.h5 = SafeH5(self.path, label)
+        self.h5 = h5 if h5 is not None else SafeH5(self.path, label)
         try:
             self._layers = self._build(config)
         except BaseException:
@@ -563,10 +557,7 @@ class KerasLegacyH5Source(_H5Source):
         raw = self.h5.attr(root, "model_config")
         config = None
         if raw is not None:
-            try:
-                config = json.loads(raw if isinstance(raw, str) else str(raw))
-            except ValueError as exc:
-                raise SourceError(f"{self.h5.label}: attribute model_config is not valid JSON ({exc})") from None
+            config = load_json(raw if isinstance(raw, str) else str(raw), f"{self.h5.label}: attribute model_config")
         base = self.h5.get("model_weights") if self.h5.has(root, "model_weights") else root
         layer_names = self.h5.attr(base, "layer_names")
         if not isinstance(layer_names, list):
@@ -644,97 +635,51 @@ def _inside(weight_name: str, layer: str) -> str:
 # --------------------------------------------------------------------------- .keras archive
 
 
-def _zip_member(zf: zipfile.ZipFile, name: str, label: str, cap: int) -> zipfile.ZipInfo:
-    try:
-        member = zf.getinfo(name)
-    except KeyError:
-        raise SourceError(f"{label}: archive member {name} missing") from None
-    if member.file_size > cap:
-        raise SourceError(f"{label}: archive member {name} declares {member.file_size} bytes (cap {cap})")
-    if member.file_size > (1 << 20) and member.file_size > MAX_ZIP_RATIO * max(member.compress_size, 1):
-        raise SourceError(
-            f"{label}: archive member {name} expands {member.file_size} bytes from "
-            f"{member.compress_size}; refused as a likely zip bomb"
-        )
-    return member
-
-
-def _read_capped(zf: zipfile.ZipFile, member: zipfile.ZipInfo, sink: Any, label: str) -> None:
-    # The central directory can lie about sizes; count what actually comes out.
-    written = 0
-    with zf.open(member) as src:
-        while chunk := src.read(1 << 20):
-            written += len(chunk)
-            if written > member.file_size:
-                raise SourceError(f"{label}: archive member {member.filename} is longer than it declares")
-            sink.write(chunk)
-
-
 class KerasArchiveSource(KerasWeightsSource):
-    """A Keras 3 .keras zip: config.json read as plain JSON, weights from its model.weights.h5."""
+    """A Keras 3 .keras zip: config.json read as plain JSON, weights read in place from model.weights.h5."""
 
     def __init__(self, path: Path | str) -> None:
         path = Path(path)
         label = str(path)
         try:
             zf = zipfile.ZipFile(path)
-        except (OSError, zipfile.BadZipFile) as exc:
-            raise SourceError(f"{label}: not a readable zip archive ({exc})") from None
-        tmpdir = Path(tempfile.mkdtemp(prefix="reportgen-keras-"))
-        self._cleanup = weakref.finalize(self, shutil.rmtree, tmpdir, True)
+        except (OSError, *ZIP_ERRORS) as exc:
+            raise SourceError(f"{label}: not a readable zip archive ({type(exc).__name__})") from None
+        with zf:
+            config = load_json(read_small(zf, "config.json", label, MAX_CONFIG_BYTES), f"{label}: config.json")
+            names = set(zf.namelist())
+            if "model.weights.h5" not in names:
+                other = "model.weights.npz" if "model.weights.npz" in names else "model.weights.h5"
+                raise SourceError(
+                    f"{label}: archive member {other} {'is not supported' if other.endswith('npz') else 'missing'}"
+                )
+            # Read in place (or from an unnamed temporary file): no extracted copy outlives this process.
+            self._member, size = open_member(path, zf, "model.weights.h5", label, MAX_WEIGHTS_BYTES)
         try:
-            with zf:
-                raw = bytearray()
-                _read_capped(zf, _zip_member(zf, "config.json", label, MAX_CONFIG_BYTES), _Sink(raw), label)
-                try:
-                    config = json.loads(bytes(raw))
-                except ValueError as exc:
-                    raise SourceError(f"{label}: config.json is not valid JSON ({exc})") from None
-                names = set(zf.namelist())
-                if "model.weights.h5" not in names:
-                    other = "model.weights.npz" if "model.weights.npz" in names else "model.weights.h5"
-                    raise SourceError(
-                        f"{label}: archive member {other} {'is not supported' if other.endswith('npz') else 'missing'}"
-                    )
-                member = _zip_member(zf, "model.weights.h5", label, MAX_WEIGHTS_BYTES)
-                # A fixed local name: member names from the archive never touch the filesystem.
-                local = tmpdir / "model.weights.h5"
-                with open(local, "wb") as out:
-                    _read_capped(zf, member, out, label)
             meta = _small_json(path)
             cls = config.get("class_name", "model") if isinstance(config, dict) else "model"
             info = SourceInfo(format="keras-archive", description=f"Keras archive {path.name} ({cls})", files=(path,))
             if meta.get("keras_version"):
                 info.extra["keras_version"] = str(meta["keras_version"])
-            super().__init__(local, config=config, label=f"{label}:model.weights.h5", info=info)
-            self.path = path
+            member_label = f"{label}:model.weights.h5"
+            h5 = SafeH5(path, member_label, fileobj=self._member, size=size)
+            super().__init__(path, config=config, label=member_label, info=info, h5=h5)
         except BaseException:
-            self._cleanup()
+            self._member.close()
             raise
 
     def close(self) -> None:
-        """Close the weights file and delete its extracted copy."""
+        """Close the weights file and the archive member under it."""
         super().close()
-        self._cleanup()
-
-
-class _Sink:
-    def __init__(self, buf: bytearray) -> None:
-        self.buf = buf
-
-    def write(self, data: bytes) -> None:
-        self.buf.extend(data)
+        self._member.close()
 
 
 def _small_json(path: Path) -> dict[str, Any]:
     """Return metadata.json of a .keras archive, or {} when absent or odd."""
     try:
         with zipfile.ZipFile(path) as zf:
-            member = zf.getinfo("metadata.json")
-            if member.file_size > (1 << 20):
-                return {}
-            data = json.loads(zf.read(member))
-    except (KeyError, ValueError, OSError, zipfile.BadZipFile):
+            data = load_json(read_small(zf, "metadata.json", str(path), 1 << 20), f"{path}: metadata.json")
+    except (SourceError, OSError, *ZIP_ERRORS):
         return {}
     return data if isinstance(data, dict) else {}
 

@@ -124,7 +124,7 @@ def param_role(layer: str, param: str, shape: tuple[int, ...], siblings: Iterabl
     """Return the canonical role of one parameter, given the names of the others in its layer."""
     if param in _FIXED_ROLES:
         return _FIXED_ROLES[param]
-    sibs = set(siblings)
+    sibs = siblings if isinstance(siblings, frozenset | set) else set(siblings)
     rnn = _RNN_PARAM.match(param)
     if rnn:
         if rnn.group(1) == "bias":
@@ -237,12 +237,12 @@ def group_layers(
     out: list[LayerInfo] = []
     for index, name in enumerate(names):
         members = groups[name]
-        siblings = [param for param, _ in members]
+        siblings = frozenset(param for param, _ in members)  # built once: a layer may hold 100,000 tensors
         refs = []
         for param, t in members:
             role = t.role or param_role(name, param, t.shape, siblings)
             if t.trainable is None:
-                quantized = bool(t.quant) or (param == "weight" and bool(_SCALE_SIBLINGS & set(siblings)))
+                quantized = bool(t.quant) or (param == "weight" and bool(_SCALE_SIBLINGS & siblings))
                 trainable = not is_buffer(param, role, t.shape, t.dtype, quantized=quantized)
             else:
                 trainable = t.trainable

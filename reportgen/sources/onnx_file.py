@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -11,9 +12,10 @@ from typing import Any
 import numpy as np
 
 from reportgen.errors import SourceError
-from reportgen.sources.base import DEFAULT_CHUNK_ELEMS, LayerInfo, SourceInfo, TensorRef, WeightSource, map_bytes
+from reportgen.sources.base import DEFAULT_CHUNK_ELEMS, LayerInfo, SourceInfo, TensorRef, WeightSource
 from reportgen.sources.naming import FlatTensor, group_layers, is_buffer, is_norm_name, split_name
 from reportgen.sources.safetensors_file import iter_file_chunks
+from reportgen.sources.safety import open_regular
 
 EXTRA_HINT = "pip install 'reportgen[onnx]'"
 
@@ -101,6 +103,10 @@ def _external(tensor: Any, model: Path, dtype: np.dtype[Any], kind: str = "initi
         raise SourceError(f"{where}: refused external data location (leads outside {model.parent})")
     if not target.is_file():
         raise SourceError(f"{where}: external data file {location!r} does not exist")
+    # A hard link has no path to resolve: its other name may be any file on the same file system.
+    # Opened as ONNX's own loader advises, refusing links, and checked again at every later open.
+    fd = open_regular(folder / pure, nofollow=True, single_link=True)
+    os.close(fd)
     if dtype.name in _PACKED or dtype.kind in "OUS":
         raise SourceError(f"{where}: dtype {dtype.name} is not supported in external data")
     shape = tuple(int(d) for d in tensor.dims)
@@ -246,7 +252,12 @@ class OnnxSource(WeightSource):
         ext = self._external.get(ref.key)
         if ext is not None:
             try:
-                return map_bytes(ext.file, ext.dtype, ext.offset, ext.length, ext.shape)
+                with os.fdopen(open_regular(ext.file, nofollow=True, single_link=True), "rb") as fh:
+                    if ext.length == 0:
+                        return np.zeros(ext.shape, dtype=ext.dtype)
+                    count = ext.length // ext.dtype.itemsize
+                    mapped = np.memmap(fh, dtype=ext.dtype, mode="r", offset=ext.offset, shape=(count,))
+                    return mapped.reshape(ext.shape)
             except (OSError, ValueError) as exc:
                 where = f"{self.path}: initializer {ref.key!r}"
                 raise SourceError(f"{where}: cannot map external data ({exc})") from None
@@ -266,7 +277,7 @@ class OnnxSource(WeightSource):
             yield from super().iter_chunks(ref, max_elems)
             return
         count = ext.length // ext.dtype.itemsize
-        yield from iter_file_chunks(ext.file, ext.offset, count, ext.dtype, max_elems, ref.key)
+        yield from iter_file_chunks(ext.file, ext.offset, count, ext.dtype, max_elems, ref.key, confined=True)
 
 
 def _all_graphs(graph: Any) -> list[Any]:

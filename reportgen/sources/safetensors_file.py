@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import os
 from collections.abc import Iterator
@@ -17,12 +16,18 @@ import numpy as np
 from reportgen.errors import SourceError
 from reportgen.sources.base import DEFAULT_CHUNK_ELEMS, LayerInfo, SourceInfo, TensorRef, WeightSource, map_bytes
 from reportgen.sources.naming import FlatTensor, group_layers, quant_groups
+from reportgen.sources.safety import check_path, load_json, open_regular
 
 # The format's own limit (safetensors refuses headers above 100 MB).
 MAX_HEADER_BYTES = 100_000_000
 MAX_INDEX_BYTES = 64 << 20
 MAX_METADATA_ITEMS = 32
 MAX_METADATA_CHARS = 200
+# Work per tensor (listing, statistics, report rows) does not shrink with its size, so a header of
+# many empty tensors would cost far more than the bytes the file stores. Beyond this many tensors a
+# file must store at least MIN_BYTES_PER_TENSOR on average; real checkpoints store megabytes each.
+FREE_TENSORS = 10_000
+MIN_BYTES_PER_TENSOR = 64
 
 DTYPES: dict[str, np.dtype[Any]] = {
     "F64": np.dtype(np.float64),
@@ -88,30 +93,31 @@ def _is_uint(value: object) -> bool:
 def parse_header(path: Path) -> Header:
     """Read and check a safetensors header: sizes, dtypes, offsets inside the file, no overlaps."""
     try:
-        size = path.stat().st_size
-        with open(path, "rb") as fh:
+        size = check_path(path).st_size
+        with os.fdopen(open_regular(path), "rb") as fh:
             head = fh.read(8)
             if len(head) < 8:
                 raise SourceError(f"{path}: truncated: {size} bytes, too short for a safetensors header")
             n = int.from_bytes(head, "little")
+            # The length field is not quoted: in a file that is not safetensors it is 8 bytes of content.
             if n > MAX_HEADER_BYTES:
-                raise SourceError(f"{path}: header too large: {n} bytes declared (limit {MAX_HEADER_BYTES})")
+                raise SourceError(f"{path}: not a safetensors file (header length field above {MAX_HEADER_BYTES})")
             if 8 + n > size:
-                raise SourceError(f"{path}: truncated: header length {n} exceeds the file size {size}")
+                raise SourceError(f"{path}: truncated: header length field exceeds the file size {size}")
             raw = fh.read(n)
     except OSError as exc:
         raise SourceError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    try:
-        doc = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise SourceError(f"{path}: header is not valid JSON ({str(exc).splitlines()[0]})") from None
+    data_size = size - 8 - n
+    # Counted on the bytes before parsing (an upper bound: a name may contain the word), so a header
+    # of a million empty tensors is refused in milliseconds instead of parsed for seconds.
+    _check_tensor_count(path, raw.count(b'"data_offsets"'), data_size)
+    doc = load_json(raw, f"{path}: header", hook=_no_duplicates, max_depth=None)
     if not isinstance(doc, dict):
         raise SourceError(f"{path}: header is not a JSON object")
     meta_raw = doc.pop("__metadata__", None) or {}
     if not isinstance(meta_raw, dict) or not all(isinstance(v, str) for v in meta_raw.values()):
         raise SourceError(f"{path}: __metadata__ must map names to strings")
     data_start = 8 + n
-    data_size = size - data_start
     entries: dict[str, Entry] = {}
     spans: list[tuple[int, int, str]] = []
     for name, spec in doc.items():
@@ -147,6 +153,15 @@ def parse_header(path: Path) -> Header:
         if begin < prev_end:
             raise SourceError(f"{path}: tensor {name!r}: bad offsets: overlaps tensor {prev!r}")
     return Header(path, entries, dict(meta_raw))
+
+
+def _check_tensor_count(path: Path, count: int, data_size: int) -> None:
+    """Refuse a header listing many more tensors than the file's data could hold."""
+    if count > FREE_TENSORS and count * MIN_BYTES_PER_TENSOR > data_size:
+        raise SourceError(
+            f"{path}: header lists {count} tensors for {data_size} bytes of data; refused (beyond "
+            f"{FREE_TENSORS} tensors a file must store {MIN_BYTES_PER_TENSOR} bytes per tensor on average)"
+        )
 
 
 def _check_with_library(path: Path) -> None:
@@ -189,13 +204,13 @@ def _inside(folder: Path, relative: str, index: Path, field: str) -> Path:
 def _read_index(index: Path) -> tuple[list[Path], dict[str, Path]]:
     """Return the shard files an index names and which shard holds each tensor."""
     try:
-        if index.stat().st_size > MAX_INDEX_BYTES:
+        if check_path(index).st_size > MAX_INDEX_BYTES:
             raise SourceError(f"{index}: index file larger than {MAX_INDEX_BYTES} bytes")
-        doc = json.loads(index.read_text(encoding="utf-8"))
+        with os.fdopen(open_regular(index), "rb") as fh:
+            raw = fh.read(MAX_INDEX_BYTES + 1)
     except OSError as exc:
         raise SourceError(f"{index}: cannot read ({exc.strerror or exc})") from None
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise SourceError(f"{index}: not valid JSON ({str(exc).splitlines()[0]})") from None
+    doc = load_json(raw, f"{index}: index")
     weight_map = doc.get("weight_map") if isinstance(doc, dict) else None
     if not isinstance(weight_map, dict) or not weight_map:
         raise SourceError(f"{index}: weight_map: missing or not a mapping of tensor names to shard files")
@@ -315,16 +330,17 @@ class SafetensorsSource(WeightSource):
 
 
 def iter_file_chunks(
-    file: Path, start: int, count: int, dtype: np.dtype[Any], max_elems: int, key: str
+    file: Path, start: int, count: int, dtype: np.dtype[Any], max_elems: int, key: str, *, confined: bool = False
 ) -> Iterator[np.ndarray]:
-    """Yield count elements of dtype stored at byte start of file, as fresh arrays of at most max_elems."""
+    """Yield count elements of dtype stored at byte start of file, as fresh arrays of at most max_elems.
+
+    confined: the file was named by another file (ONNX external data), so a symbolic link or a file
+    with other hard links is refused here too, at the moment it is opened.
+    """
     step = max(1, int(max_elems))
     if count == 0:
         return
-    try:
-        fd = os.open(file, os.O_RDONLY)
-    except OSError as exc:
-        raise SourceError(f"{file}: tensor {key!r}: cannot open ({exc.strerror or exc})") from None
+    fd = open_regular(file, nofollow=confined, single_link=confined)
     try:
         for first in range(0, count, step):
             n = min(step, count - first)
