@@ -155,6 +155,8 @@ class OnnxSource(WeightSource):
                 elif skipped:
                     not_read.append(skipped)
         for tensor, kind in tensors:
+            if not isinstance(tensor.name, str):  # protobuf hands over invalid UTF-8 as bytes
+                raise SourceError(f"{self.path}: {kind} name is not UTF-8 text")
             if tensor.name in dtypes:
                 raise SourceError(f"{self.path}: {kind} {tensor.name!r}: defined twice")
             try:
@@ -173,7 +175,10 @@ class OnnxSource(WeightSource):
             raise SourceError(
                 f"{self.path}: no weights found: {len(nodes)} nodes, no initializer and no Constant tensor{what}"
             )
-        self._layers = self._build_layers(nodes, tensors, dtypes)
+        try:
+            self._layers = self._build_layers(nodes, tensors, dtypes)
+        except (TypeError, ValueError) as exc:  # node names or types that are not text (invalid UTF-8)
+            raise SourceError(f"{self.path}: malformed graph ({type(exc).__name__})") from None
         files = sorted({e.file for e in self._external.values()})
         constants = sum(1 for _, kind in tensors if kind == "Constant")
         description = f"{len(tensors) - constants} initializers"
