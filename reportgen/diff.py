@@ -341,8 +341,10 @@ def compare_models(
     return ModelDiff(
         old_name=old.name,
         new_name=new.name,
-        added_layers=tuple(n for n in ln if n not in lo),
-        removed_layers=tuple(n for n in lo if n not in ln),
+        # Layers without tensors (inputs, pooling) hold no weights to compare, and Keras names them by a
+        # process-wide counter (input_layer, input_layer_2, ...): listing them would report noise.
+        added_layers=tuple(n for n, layer in ln.items() if n not in lo and layer.params),
+        removed_layers=tuple(n for n, layer in lo.items() if n not in ln and layer.params),
         retyped_layers=tuple(retyped),
         added_tensors=tuple(add_t),
         removed_tensors=tuple(rem_t),

@@ -41,6 +41,7 @@ def test_modified_quickstart_names_exactly_the_changes(
 ) -> None:
     d = compute_diff(load(quickstart_json), load(quickstart_modified), old_label="v1", new_label="v2")
     assert (d.old.name, d.new.name) == ("v1", "v2")
+    assert not any(m.structure_changed for m in d.models) and not d.unmatched_old and not d.unmatched_new
     changed = {(m.name, t.layer, t.param) for m in d.models for t in m.changed}
     assert changed == {(HED, layer, "kernel") for layer in HED_CHANGES}
     (hed,) = (m for m in d.models if m.name == HED)
