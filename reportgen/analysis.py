@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from reportgen import initializers
-from reportgen.diagnosis import InitCheck, check_init
+from reportgen.initcheck import InitCheck, check_init
 from reportgen.initializers import InitDistribution
 from reportgen.sources.base import LayerInfo, TensorRef, WeightSource
 from reportgen.spectral import RowBlocks, SpectralMetrics, spectral_metrics

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -38,29 +36,6 @@ KNOWN_KINDS = (
     "pytorch_default",
     "keras_lstm_bias",
 )
-
-
-def snake_case(name: str) -> str:
-    """Turn a Keras class name (GlorotUniform) into its function name (glorot_uniform)."""
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
-
-
-def spec_from_keras(obj: Any, origin: str = "keras-config") -> InitSpec | None:
-    """Read an initializer from a Keras layer config entry (dict or string); None if absent."""
-    if obj is None:
-        return None
-    params: dict[str, Any]
-    if isinstance(obj, str):
-        kind, params = snake_case(obj) if obj[:1].isupper() else obj, {}
-    elif isinstance(obj, dict):
-        kind = snake_case(str(obj.get("class_name", "")))
-        params = obj.get("config") or {}
-    else:
-        return None
-    kind = {"glorot_uniform_v2": "glorot_uniform", "random_normal_v2": "random_normal"}.get(kind, kind)
-    keep = ("scale", "mode", "distribution", "mean", "stddev", "minval", "maxval", "value", "gain")
-    items = tuple(sorted((k, v) for k, v in params.items() if k in keep and v is not None))
-    return InitSpec(kind=kind, params=items, origin=origin)
 
 
 def spec_from_name(name: str, origin: str = "config") -> InitSpec:

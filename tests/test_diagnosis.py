@@ -12,14 +12,8 @@ from scipy import stats as sps
 
 from reportgen import initializers
 from reportgen.analysis import AnalysisOptions, analyze_tensor
-from reportgen.diagnosis import (
-    BN_BIAS_NOTE,
-    check_init,
-    diagnose_model,
-    expected_kurtosis,
-    fresh_draw_failures,
-    layer_verdict,
-)
+from reportgen.diagnosis import BN_BIAS_NOTE, diagnose_model, layer_verdict
+from reportgen.initcheck import check_init, expected_kurtosis, fresh_draw_failures
 from reportgen.sources.base import InitSpec, LayerInfo, SourceInfo, TensorRef
 from reportgen.sources.keras_app import InMemorySource, describe_layers
 from reportgen.stats import compute_stats

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 
 from reportgen.errors import NetworkError, SourceError
-from reportgen.initializers import spec_from_keras
 from reportgen.sources.base import LayerInfo, SourceInfo, TensorRef, WeightSource
+from reportgen.sources.keras_init import spec_from_keras
 from reportgen.sources.naming import is_buffer
 
 # Keras variable names -> canonical roles.

@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 
 from reportgen.errors import SourceError
-from reportgen.initializers import spec_from_keras
 from reportgen.sources.base import DEFAULT_CHUNK_ELEMS, InitSpec, LayerInfo, SourceInfo, TensorRef, WeightSource
 from reportgen.sources.hdf5_safe import SafeH5, natural_key
+from reportgen.sources.keras_init import snake_case, spec_from_keras
 from reportgen.sources.naming import is_buffer
 from reportgen.sources.safety import load_json
 from reportgen.sources.zip_member import MAX_CONFIG_BYTES, MAX_WEIGHTS_BYTES, ZIP_ERRORS, open_member, read_small
@@ -49,13 +49,6 @@ _INIT_KEY = {
 }
 _ATTR_KEYS = ("use_bias", "activation", "filters", "units", "kernel_size", "strides", "padding", "groups")
 _CONTAINERS = ("Sequential", "Functional", "Model")
-
-
-def snake_case(name: str) -> str:
-    """Turn a class name into the key Keras 3 files it under (Conv2D -> conv2d)."""
-    name = re.sub(r"\W+", "", name)
-    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
-    return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
 def role_of(name: str) -> str:
