@@ -34,6 +34,10 @@ test: $(VENV)/.installed ## run the test suite
 fuzz: $(VENV)/.installed ## fuzz the readers' inputs for longer (REPORTGEN_FUZZ_EXAMPLES per target, default 2000)
 	REPORTGEN_FUZZ=long $(PY) -m pytest -q -p no:cacheprovider tests/test_fuzz_inputs.py $(ARGS)
 
+.PHONY: test-fast
+test-fast: $(VENV)/.installed ## the fast subset: no TensorFlow, no model training, no browser (under a minute)
+	REPORTGEN_TEST_FAST=1 REPORTGEN_FUZZ_EXAMPLES=10 $(PY) -m pytest -q -m "not slow and not browser" $(ARGS)
+
 .PHONY: lint
 lint: $(VENV)/.installed ## ruff and mypy
 	$(VENV)/bin/ruff check reportgen tests bench tools eval

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +16,36 @@ from reportgen.cli import main
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("SOURCE_DATE_EPOCH", "1767225600")  # 2026-01-01, so reports are reproducible
+
+# Fixtures that build or train models (TensorFlow, PyTorch): every test using one is slow.
+_SLOW_FIXTURES = frozenset(
+    {"digits_models", "built", "quickstart_json", "quickstart_modified", "digits_cnn", "torch_pair"}
+)
+_FRAMEWORKS = ("tensorflow", "keras", "tf_keras")
+
+
+_FAST = bool(os.environ.get("REPORTGEN_TEST_FAST"))
+# Modules that import Keras when collected: the fast subset does not collect them (all their tests are slow).
+collect_ignore = ["test_sources_keras.py"] if _FAST else []
+
+
+_reported: list[str] = []
+
+
+@pytest.fixture(autouse=True)
+def _fast_subset_stays_without_tensorflow(request: pytest.FixtureRequest) -> Iterator[None]:
+    """In the fast subset, fail the first test that imports TensorFlow or Keras: it belongs in the slow set."""
+    yield
+    if _FAST and not _reported and (loaded := [m for m in _FRAMEWORKS if m in sys.modules]):
+        _reported.append(request.node.nodeid)
+        pytest.fail(f"{request.node.nodeid} imported {', '.join(loaded)}: mark it @pytest.mark.slow", pytrace=False)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test that uses a model-training fixture as slow."""
+    for item in items:
+        if _SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @dataclass

@@ -28,6 +28,7 @@ def _all_tensors(path: Path, init: str) -> list[tuple[object, object, object]]:
     return [(source, layer, ref) for layer in source.layers() for ref in layer.params]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["safetensors", "weights.h5"])
 def test_streamed_analysis_equals_whole_array(tmp_path: Path, fmt: str) -> None:
     rng = np.random.default_rng(7)
@@ -73,6 +74,7 @@ def test_dead_units_agree_with_numpy_for_any_chunking(layout: str) -> None:
     np.testing.assert_array_equal(output_units(w, shape, layout), expected)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shape", [(1500, 1100), (1100, 1500)])
 def test_blocked_gram_matches_svd(monkeypatch: pytest.MonkeyPatch, shape: tuple[int, int]) -> None:
     """The float32 Gram matrix built a block of rows at a time (panels for W W^T) has the SVD's spectrum."""

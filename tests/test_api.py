@@ -191,6 +191,7 @@ def test_module_types_and_default_inits() -> None:
     assert [(p.role, p.init.kind if p.init else None) for p in gn.params] == [("gamma", "ones"), ("beta", "zeros")]
 
 
+@pytest.mark.slow
 def test_module_untrained_vs_trained(torch_pair: tuple[Any, dict[str, Any], float]) -> None:
     """A fresh module reads at initialisation, the trained one as moved; statistics match NumPy."""
     net, _, accuracy = torch_pair
@@ -297,6 +298,7 @@ def test_inline_display_is_safe_and_complete(torch_pair: tuple[Any, dict[str, An
     assert "<script>alert(1)</script>" not in doc
 
 
+@pytest.mark.slow
 def test_save_writes_the_folder(tmp_path: Path, torch_pair: tuple[Any, dict[str, Any], float]) -> None:
     """save() writes the same files as the CLI, atomically, and refuses to overwrite without force."""
     from reportgen.schema import validate_stats

@@ -138,6 +138,7 @@ def start_analysing(big_cfg: Path, weights: Path) -> subprocess.Popen[bytes]:
     return proc
 
 
+@pytest.mark.slow
 def test_existing_folder_without_force_is_refused(previous, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
     target, before, big_cfg = previous
     assert main(["build", str(big_cfg), "--quiet"]) == 7
@@ -146,6 +147,7 @@ def test_existing_folder_without_force_is_refused(previous, capsys: pytest.Captu
     assert snapshot(target) == before and leftovers(target) == []
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not PROC_MAPS, reason="needs /proc to see when the build starts reading tensors")
 def test_sigkill_mid_analysis_leaves_previous_report(previous, inputs) -> None:  # type: ignore[no-untyped-def]
     target, before, big_cfg = previous
@@ -157,6 +159,7 @@ def test_sigkill_mid_analysis_leaves_previous_report(previous, inputs) -> None: 
     assert all(name.startswith(f".{target.name}.tmp-") for name in leftovers(target))
 
 
+@pytest.mark.slow
 def test_sigkill_while_writing_leaves_old_or_complete_report(previous, inputs) -> None:  # type: ignore[no-untyped-def]
     target, before, _ = previous
     cfg = target.parent / "next.yaml"
@@ -188,6 +191,7 @@ def test_sigkill_while_writing_leaves_old_or_complete_report(previous, inputs) -
         assert json.loads(after["stats.json"])["title"] == "Next release"
 
 
+@pytest.mark.slow
 def test_next_build_removes_stale_temporary_folders(previous) -> None:  # type: ignore[no-untyped-def]
     target, _, _ = previous
     # What a killed build leaves: hidden siblings from a process that no longer exists, made long ago.
@@ -207,6 +211,7 @@ def test_next_build_removes_stale_temporary_folders(previous) -> None:  # type: 
     assert unrelated.is_dir()  # only this target's leftovers are touched
 
 
+@pytest.mark.slow
 def test_report_moved_aside_by_a_killed_build_is_restored(previous, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
     target, before, _ = previous
     # Killed between its two renames: the previous report sits in .NAME.old-PID-*, no target.
@@ -218,6 +223,7 @@ def test_report_moved_aside_by_a_killed_build_is_restored(previous, capsys: pyte
     assert snapshot(target) == before and leftovers(target) == []
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not PROC_MAPS, reason="needs /proc to see when the build starts reading tensors")
 def test_ctrl_c_mid_analysis_exits_130_and_cleans_up(previous, inputs) -> None:  # type: ignore[no-untyped-def]
     target, before, big_cfg = previous

@@ -92,6 +92,7 @@ def test_glob_that_selects_nothing(capsys: pytest.CaptureFixture[str], tmp_path:
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_pytorch_default_init_on_safetensors(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     _safetensors(tmp_path / "m.safetensors")
     cfg = _config(tmp_path, "  - name: torchy\n    path: m.safetensors\n    init: pytorch_default\n")
@@ -131,6 +132,7 @@ def test_inspect_table(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> No
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["safetensors", "weights.h5"])
 def test_inspect_never_imports_tensorflow(tmp_path: Path, kind: str) -> None:
     """A file that can be read directly is inspected without importing TensorFlow or Keras."""

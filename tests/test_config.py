@@ -129,6 +129,7 @@ def test_relative_paths_resolve_next_to_config(tmp_path: Path) -> None:
     assert loaded.where("models", 1, "path") == f"{cfg}:12: models[1].path"
 
 
+@pytest.mark.slow
 def test_package_path_resolves_without_import(tmp_path: Path) -> None:
     loaded = parse_config(GOOD, tmp_path / "c.yaml")
     path = loaded.resolve("pkg:json/decoder.py")

@@ -126,12 +126,14 @@ def one_task_per_tensor(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(executor, "BATCH_ELEMS", 1)
 
 
+@pytest.mark.slow
 def test_scheduler_build_equals_inline(cluster: Any, small: tuple[Path, bytes], tmp_path: Path) -> None:
     cfg, inline = small
     assert json.loads(inline)["models"][0]["layers"]
     assert build_stats(cfg, tmp_path / "d", "--scheduler", cluster.scheduler_address) == inline
 
 
+@pytest.mark.slow
 def test_config_dask_without_scheduler_starts_a_local_cluster(small: tuple[Path, bytes], tmp_path: Path) -> None:
     cfg, inline = small
     text = cfg.read_text().replace("formats: [json]\n", "formats: [json]\nexecutor: dask\n")
@@ -166,6 +168,7 @@ def _kill_a_busy_worker(cluster: Any, done: threading.Event, killed: list[int]) 
         time.sleep(0.02)
 
 
+@pytest.mark.slow
 def test_build_survives_a_killed_worker(
     cluster: Any, slow_workers: Any, small: tuple[Path, bytes], tmp_path: Path, one_task_per_tensor: None
 ) -> None:
@@ -215,6 +218,7 @@ def test_interrupt_cancels_tasks_on_the_cluster(
     assert len(ours) >= 12 and len(finished) < 6, (len(ours), len(finished))  # the rest never ran
 
 
+@pytest.mark.slow
 def test_unreachable_scheduler_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(executor, "SCHEDULER_TIMEOUT_S", 1)
     with pytest.raises(ConfigError, match=r"cannot connect to the Dask scheduler at tcp://127\.0\.0\.1:9"):

@@ -316,6 +316,7 @@ def digits_cnn():
     return infos, analyses, history.history["accuracy"][-1]
 
 
+@pytest.mark.slow
 def test_trained_cnn_with_one_frozen_layer(digits_cnn):
     layers, analyses, accuracy = digits_cnn
     assert accuracy > 0.85  # the other layers really did learn

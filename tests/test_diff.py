@@ -240,6 +240,7 @@ def test_renamed_model_pairs_by_its_tensors() -> None:
     assert d.models[1].name == "B → B2"
 
 
+@pytest.mark.slow
 def test_names_are_escaped_in_html() -> None:
     old, new = _v09(), _v09()
     for doc in (old, new):

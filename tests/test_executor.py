@@ -70,6 +70,7 @@ def checkpoint(tmp_path: Path) -> Path:
     return write_checkpoint(tmp_path / "ckpt")
 
 
+@pytest.mark.slow
 def test_back_ends_write_identical_stats(tmp_path: Path, checkpoint: Path) -> None:
     cfg = write_config(tmp_path, checkpoint)
     inline = stats_bytes(cfg, tmp_path / "inline", executor="inline")
@@ -80,6 +81,7 @@ def test_back_ends_write_identical_stats(tmp_path: Path, checkpoint: Path) -> No
         assert stats_bytes(cfg, tmp_path / kind, executor=kind) == inline, kind
 
 
+@pytest.mark.slow
 def test_back_ends_return_identical_analyses(checkpoint: Path) -> None:
     source = open_path(checkpoint)
     recipe = reopen_recipe(source, checkpoint, None)
@@ -241,6 +243,7 @@ class _Stop:
         raise KeyboardInterrupt
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["inline", "threads", "processes"])
 def test_interrupt_cancels_outstanding_tasks(checkpoint: Path, kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(executor, "BATCH_ELEMS", 1)  # one task per tensor

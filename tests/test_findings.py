@@ -340,6 +340,7 @@ def test_hed_trend_leaves_out_its_side_output_heads() -> None:
     assert "(left out as side branches or narrow heads: dsn1, dsn2, dsn3, dsn4 and 2 more)" in f.text
 
 
+@pytest.mark.slow
 def test_untrained_vgg16_trend_is_said_to_come_from_the_fan_rule() -> None:
     """Glorot-uniform draws with VGG-16's conv shapes: mean |w| falls with depth before any training."""
     from reportgen.findings import _depth_trend

@@ -168,6 +168,7 @@ def _cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Complete
     )
 
 
+@pytest.mark.slow
 def test_build_from_hf_paths_offline(cache: Path, tmp_path: Path) -> None:
     """`reportgen build` with hf: paths, offline: the report's numbers are the cached tensors'."""
     cfg = tmp_path / "r.yaml"
@@ -191,6 +192,7 @@ def test_build_from_hf_paths_offline(cache: Path, tmp_path: Path) -> None:
     assert {layer["name"] for layer in models["sharded"]["layers"]} == {"a", "b"}
 
 
+@pytest.mark.slow
 def test_build_errors(cache: Path, tmp_path: Path) -> None:
     """Syntax errors are config errors with their line; a missing repo offline is a network error."""
     env = {"HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
@@ -208,6 +210,7 @@ def test_build_errors(cache: Path, tmp_path: Path) -> None:
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 def test_unreachable_hub_is_a_network_error(cache: Path, tmp_path: Path) -> None:
     """Online mode with a hub that does not answer: exit 6 naming what to fetch, within seconds."""
     cfg = tmp_path / "r.yaml"

@@ -91,6 +91,7 @@ def test_moves_and_first_problem(history: tuple[list[Path], list[dict[str, np.nd
     assert m.still_count == 1  # only the new fc5 never moved
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("formats", ["html,pdf,json"])
 def test_cli_writes_every_format(
     history: tuple[list[Path], list[dict[str, np.ndarray]]],

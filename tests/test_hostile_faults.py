@@ -97,6 +97,7 @@ def _assert_previous(target: Path, previous: dict[str, bytes]) -> None:
     assert sorted(p.name for p in target.parent.iterdir() if p.name.startswith(".report.")) == []
 
 
+@pytest.mark.slow
 def test_kill_9_leaves_no_process_no_temp_file_and_the_previous_report(setup) -> None:  # type: ignore[no-untyped-def]
     cfg, target, previous, tmpdir = setup
     proc = _start(cfg, tmpdir)
@@ -118,6 +119,7 @@ def test_kill_9_leaves_no_process_no_temp_file_and_the_previous_report(setup) ->
     _assert_previous(target, previous)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("when", ["starting", "analysing"])
 def test_ctrl_c_to_the_group_prints_one_line(setup, when: str) -> None:  # type: ignore[no-untyped-def]
     cfg, target, previous, tmpdir = setup
@@ -136,6 +138,7 @@ def test_ctrl_c_to_the_group_prints_one_line(setup, when: str) -> None:  # type:
     _assert_previous(target, previous)
 
 
+@pytest.mark.slow
 def test_keras_build_leaves_nothing_in_tmpdir(setup, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     _, _, _, tmpdir = setup
     for compression in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
@@ -171,6 +174,7 @@ def test_disk_full_while_writing_keeps_the_previous_report(setup, monkeypatch: p
     _assert_previous(target, previous)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("moment", ["before-swap", "after-swap"])
 def test_crash_around_the_output_swap(setup, moment: str) -> None:  # type: ignore[no-untyped-def]
     _, target, previous, tmpdir = setup

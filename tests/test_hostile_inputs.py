@@ -102,6 +102,7 @@ def test_scheduler_comes_from_the_environment(tmp_path: Path, monkeypatch: pytes
 # ---------------------------------------------------------------------------- pkg: paths
 
 
+@pytest.mark.slow
 def test_pkg_path_imports_nothing(tmp_path: Path) -> None:
     # find_spec('this.zen') would import `this`, which prints the Zen of Python.
     cfg = config_file(tmp_path, "pkg:this.zen/x.h5")
@@ -310,6 +311,7 @@ def test_truncated_zip(tmp_path: Path) -> None:
     assert_clean_failure(run("inspect", str(path)), 4, str(path))
 
 
+@pytest.mark.slow
 def test_member_that_expands_hugely_is_refused_before_writing(tmp_path: Path) -> None:
     path = tmp_path / "bomb.keras"
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
@@ -406,6 +408,7 @@ def test_compressed_datasets_that_store_nothing_are_refused_fast(tmp_path: Path)
     assert outcome.seconds < 5
 
 
+@pytest.mark.slow
 def test_safetensors_header_of_empty_tensors_is_refused_fast(tmp_path: Path) -> None:
     header = {f"t.{i}": {"dtype": "F32", "shape": [0], "data_offsets": [0, 0]} for i in range(300_000)}
     path = raw_header(tmp_path / "m.safetensors", json.dumps(header).encode())

@@ -14,6 +14,9 @@ from reportgen.cli import main
 from reportgen.initializers import distribution
 from reportgen.sources.keras_app import _network_failure, build_application
 
+pytestmark = pytest.mark.slow  # every test here builds Keras applications
+
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

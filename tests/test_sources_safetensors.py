@@ -188,6 +188,7 @@ _RSS_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_iter_chunks_keeps_memory_near_one_chunk(tmp_path: Path) -> None:
     path = tmp_path / "big.safetensors"
     n = 24 << 20  # 96 MiB of float32
