@@ -27,7 +27,7 @@ def test_quickstart_against_itself(quickstart_json: Path, tmp_path: Path) -> Non
     out = tmp_path / "same"
     # Three models with the default formats used to stop WeasyPrint ('assert not page_is_empty').
     assert main(["diff", str(quickstart_json), str(quickstart_json), "-o", str(out), "--fail-on", "warning", "-q"]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["diff.html", "diff.json", "diff.pdf"]
+    assert sorted(p.name for p in out.iterdir()) == ["diff.html", "diff.json", "diff.pdf", "manifest.json"]
     doc = json.loads((out / "diff.json").read_text())
     assert doc["summary"]["changed"] == 0 and doc["summary"]["unchanged"] == doc["summary"]["tensors"] > 300
     assert doc["figures"] == [] and doc["alerts"] == [] and doc["new_alerts"] == []
@@ -77,7 +77,7 @@ def test_modified_quickstart_names_exactly_the_changes(
     assert main(["diff", str(quickstart_json), str(quickstart_modified), "-o", str(out), "--fail-on", "critical"]) == 10
     captured = capsys.readouterr()
     assert captured.err.strip().count("\n") == 0 and "verdict_regression" in captured.err
-    assert sorted(p.name for p in out.iterdir()) == ["diff.html", "diff.json", "diff.pdf"]
+    assert sorted(p.name for p in out.iterdir()) == ["diff.html", "diff.json", "diff.pdf", "manifest.json"]
     pages = _pdf_text(out / "diff.pdf")
     text = "\n".join(pages)
     assert "Release note: v1 → v2" in text
