@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from reportgen.errors import SourceError
+from reportgen.thresholds import NEAR_ZERO_REL
 
 ChunkFactory = Callable[[], Iterable[np.ndarray]]
 
@@ -63,6 +64,7 @@ class TensorStats:
     nan: int
     inf: int
     zeros: int  # exact zeros
+    near_zero: int  # finite values with |w| <= NEAR_ZERO_REL * max_abs (exact zeros included)
     mean: float
     std: float  # population (ddof=0), as np.std
     var: float
@@ -83,6 +85,11 @@ class TensorStats:
         """Share of elements that are exactly zero."""
         return self.zeros / self.count if self.count else float("nan")
 
+    @property
+    def near_zero_frac(self) -> float:
+        """Share of finite values that are near zero relative to the tensor's largest |w|."""
+        return self.near_zero / self.finite if self.finite else float("nan")
+
 
 class _Totals:
     """Running results of pass 1 (mutable scratch inside one compute_stats call)."""
@@ -99,6 +106,7 @@ class _Totals:
         "m4",
         "mean",
         "nan",
+        "near_zero",
         "sum_abs",
         "table",
         "zeros",
@@ -106,7 +114,7 @@ class _Totals:
 
     def __init__(self) -> None:
         self.dtype: np.dtype | None = None
-        self.count = self.finite = self.nan = self.inf = self.zeros = 0
+        self.count = self.finite = self.nan = self.inf = self.zeros = self.near_zero = 0
         self.lo = math.inf
         self.hi = -math.inf
         self.sum_abs = self.mean = self.m2 = self.m3 = self.m4 = 0.0
@@ -134,6 +142,15 @@ class _Totals:
         self.m2 = self.m2 + m2 + d * dn * a * b
         self.mean += dn * b
         self.finite = tot
+
+    def near_zero_limit(self) -> float:
+        """Return the |w| at or below which a value counts as near zero (needs pass 1's extremes)."""
+        return NEAR_ZERO_REL * max(abs(self.lo), abs(self.hi))
+
+
+def _near_zero(x: np.ndarray, limit: float, tmp: np.ndarray | None = None, out: np.ndarray | None = None) -> np.ndarray:
+    """Mark the float64 values with |x| <= limit: the one near-zero predicate of every path."""
+    return np.less_equal(np.abs(x, out=tmp), limit, out=out)
 
 
 class _Scratch:
@@ -394,6 +411,7 @@ def _make_stats(
         nan=tot.nan,
         inf=tot.inf,
         zeros=tot.zeros,
+        near_zero=tot.near_zero,
         mean=tot.mean,
         std=math.sqrt(var),
         var=var,
@@ -422,6 +440,7 @@ def _empty_stats(tot: _Totals, shape: tuple[int, ...], dtype: str) -> TensorStat
         nan=tot.nan,
         inf=tot.inf,
         zeros=tot.zeros,
+        near_zero=0,
         mean=nan,
         std=nan,
         var=nan,
@@ -461,6 +480,7 @@ def _from_table(tot: _Totals, shape: tuple[int, ...], dtype: str, bins: int) -> 
     tot.finite = n
     tot.zeros = int(counts[values == 0].sum())
     tot.lo, tot.hi = float(values[0]), float(values[-1])
+    tot.near_zero = int(counts[_near_zero(values, tot.near_zero_limit())].sum())
     tot.sum_abs = float(np.dot(w, np.abs(values)))
     mean = float(np.dot(w, values)) / n
     d = values - mean
@@ -504,6 +524,7 @@ def _from_passes(
     first, last = _histogram_range(lo, hi)
     edges = np.linspace(first, last, bins + 1)
     if lo == hi:
+        tot.near_zero = n * int(_near_zero(np.array([lo]), tot.near_zero_limit())[0])
         tot.mean, tot.m2, tot.m3, tot.m4 = lo, 0.0, 0.0, 0.0
         counts = np.zeros(bins, dtype=np.int64)
         counts[_exact_bins(np.array([lo]), first, last, edges)[0]] = n
@@ -524,6 +545,7 @@ def _from_passes(
         if pos != n:
             raise SourceError("tensor chunks changed between reads")
         counts = np.bincount(_exact_bins(values, first, last, edges), minlength=bins)
+        tot.near_zero = int(np.count_nonzero(_near_zero(values, tot.near_zero_limit())))
 
         def gathered(ranks: list[int]) -> dict[int, float]:
             part = np.partition(values, ranks)
@@ -642,10 +664,12 @@ def _fine_pass(
     fine = np.zeros(size + 1, dtype=np.int64)
     fixes = np.zeros(bins, dtype=np.int64)
     lo, scale, mask = grid.lo, grid.scale, per_bin - 1
+    limit = tot.near_zero_limit()
     for c in blocks():
         n = c.size
         x, f = s.x[:n], s.idx[:n]
         np.copyto(x, c, casting="unsafe")
+        tot.near_zero += int(np.count_nonzero(_near_zero(x, limit, s.sq[:n], s.m1[:n])))
         x -= lo
         x *= scale
         np.copyto(f, x, casting="unsafe")

@@ -7,6 +7,13 @@ from dataclasses import dataclass
 # Largest finite float16 value.
 FLOAT16_MAX = 65504.0
 
+# A weight is near zero when |w| <= NEAR_ZERO_REL * max|w| of its tensor (stats.near_zero). Magnitude
+# pruning keeps weights relative to the layer's largest one, and 1e-3 of it is below the resolution
+# that 8-bit symmetric quantisation keeps (max/127): such weights already round to zero there. max|w| is
+# known exactly after the first pass, in every chunking and on the 16-bit table path alike, so the count
+# needs no extra read and is the same integer on every path; a fresh normal init has ~0.3% below it.
+NEAR_ZERO_REL = 1e-3
+
 
 @dataclass(frozen=True)
 class Thresholds:

@@ -13,6 +13,7 @@ import scipy.stats
 
 from reportgen.errors import SourceError
 from reportgen.stats import TensorStats, compute_stats
+from reportgen.thresholds import NEAR_ZERO_REL
 
 RTOL = 1e-9
 # Skewness and excess kurtosis sit near 0 for symmetric data, where a relative bound means nothing;
@@ -35,6 +36,7 @@ def reference(values: np.ndarray, bins: int = BINS) -> dict[str, object]:
         "nan": int(np.isnan(x).sum()),
         "inf": int(np.isinf(x).sum()),
         "zeros": int((x == 0).sum()),
+        "near_zero": int((np.abs(f) <= NEAR_ZERO_REL * np.abs(f).max()).sum()),
         "mean": np.mean(f),
         "std": np.std(f),
         "var": np.var(f),
@@ -56,7 +58,7 @@ def reference(values: np.ndarray, bins: int = BINS) -> dict[str, object]:
 def assert_matches(stats: TensorStats, values: np.ndarray, *, hist_slack: int = 0) -> None:
     """Check every field of stats against reference(values)."""
     ref = reference(values)
-    for key in ("count", "finite", "nan", "inf", "zeros"):
+    for key in ("count", "finite", "nan", "inf", "zeros", "near_zero"):
         assert getattr(stats, key) == ref[key], key
     for key in ("mean", "std", "var", "min", "max", "median", "p01", "p99", "mean_abs", "max_abs", "l2"):
         np.testing.assert_allclose(getattr(stats, key), ref[key], rtol=RTOL, atol=0, err_msg=key)
@@ -144,6 +146,50 @@ def test_nan_and_inf_are_counted_and_excluded(dtype: type, select_max: int) -> N
     assert_matches(stats, values)
 
 
+def sparse(dtype: type, size: int = 40_000) -> np.ndarray:
+    """Return pruning-like weights: a third exact zeros, a third tiny, some on the near-zero limit."""
+    rng = np.random.default_rng(size)  # its own generator: the draws of RNG other tests see stay put
+    values = rng.normal(0, 0.05, size)
+    part = rng.integers(0, 3, size)
+    values[part == 0] = 0.0
+    values[part == 1] *= 1e-3
+    values[:2] = (-0.25, 0.25)  # max |w|: the limit is 2.5e-4, a multiple of a power of two here
+    values[2:50] = np.resize([2.5e-4, -2.5e-4, np.nextafter(2.5e-4, 1.0)], 48)
+    return values.astype(dtype)
+
+
+@pytest.mark.parametrize("select_max", [0, 1 << 30], ids=["fine-histogram", "partition"])
+@pytest.mark.parametrize(
+    "dtype", [np.float32, np.float64, np.float16, ml_dtypes.bfloat16, np.int8], ids=lambda d: np.dtype(d).name
+)
+def test_near_zero_counts_values_within_the_limit_on_every_path(dtype: type, select_max: int) -> None:
+    values = sparse(np.float64) * (400 if dtype is np.int8 else 1)
+    values = values.astype(dtype)
+    values[7] = np.nan if np.dtype(dtype).kind == "f" or dtype is ml_dtypes.bfloat16 else values[7]
+    stats = compute_stats(values, block=3000, select_max=select_max)
+    assert_matches(stats, values)
+    assert 0.3 < stats.near_zero_frac < 1.0  # the data really exercise it: zeros, tiny and edge values
+
+
+def test_near_zero_is_the_same_for_any_chunking() -> None:
+    values = sparse(np.float32, 90_001)
+
+    def factory() -> Iterator[np.ndarray]:
+        return chunked(values, [3, 40_000, 1, 17_777])
+
+    streamed = compute_stats(factory, shape=values.shape, dtype="float32", block=4096, select_max=0)
+    direct = compute_stats(values, block=8192, select_max=1 << 30)
+    assert streamed.near_zero == direct.near_zero == reference(values)["near_zero"]
+
+
+@pytest.mark.parametrize("value", [0.0, 3.0])
+def test_near_zero_of_a_constant_tensor(value: float) -> None:
+    # All zeros: every value is at the limit 0 and counts; a nonzero constant is never near zero.
+    for dtype in (np.float32, np.float16):
+        stats = compute_stats(np.full(50, value, dtype=dtype))
+        assert stats.near_zero == (50 if value == 0 else 0)
+
+
 def test_only_nan_and_inf() -> None:
     stats = compute_stats(np.array([np.nan, np.inf, -np.inf], dtype=np.float32))
     assert (stats.count, stats.finite, stats.nan, stats.inf) == (3, 0, 1, 2)
@@ -202,7 +248,7 @@ def test_empty_tensor() -> None:
     )
     assert all(math.isnan(v) for v in numbers)
     assert stats.histogram is None
-    assert math.isnan(stats.zero_frac)
+    assert math.isnan(stats.zero_frac) and math.isnan(stats.near_zero_frac) and stats.near_zero == 0
 
 
 def test_empty_factory() -> None:
