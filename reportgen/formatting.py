@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from reportgen.thresholds import DISPLAY
@@ -74,4 +76,43 @@ def pvalue(value: Any) -> str:
     return f"p = {p:.2g}"
 
 
-FILTERS = {"pvalue": pvalue, "num": num, "pct": pct, "count": count, "shape": shape, "ratio": ratio, "plain": plain}
+@dataclass(frozen=True)
+class StatColumn:
+    """One per-tensor statistic of the appendix table: heading, TensorStats attribute, filter, digits."""
+
+    head: str
+    field: str
+    fmt: str = "num"
+    digits: int | None = None
+
+
+# The appendix's statistic columns, left to right: a new per-tensor statistic is one row here.
+STAT_COLUMNS = (
+    StatColumn("mean", "mean"),
+    StatColumn("std", "std"),
+    StatColumn("min", "min"),
+    StatColumn("max", "max"),
+    StatColumn("median", "median"),
+    StatColumn("mean |w|", "mean_abs"),
+    StatColumn("zeros", "zero_frac", "pct"),
+    StatColumn("near zero", "near_zero_frac", "pct"),
+    StatColumn("kurt.", "kurtosis", "num", 3),
+)
+
+
+def stat_cell(stats: Any, col: StatColumn) -> str:
+    """Format one column's statistic of a tensor with the column's filter."""
+    fmt = FILTERS[col.fmt]
+    value = getattr(stats, col.field)
+    return fmt(value) if col.digits is None else fmt(value, col.digits)
+
+
+FILTERS: dict[str, Callable[..., str]] = {
+    "pvalue": pvalue,
+    "num": num,
+    "pct": pct,
+    "count": count,
+    "shape": shape,
+    "ratio": ratio,
+    "plain": plain,
+}

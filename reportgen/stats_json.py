@@ -39,6 +39,7 @@ class StatsDoc(_Frozen):
     nan: int = 0
     inf: int = 0
     zeros: int | None = None
+    near_zero: int | None = None  # None in files written before the near-zero count
     mean: float | None = None
     std: float | None = None
     min: float | None = None

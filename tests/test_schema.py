@@ -48,6 +48,46 @@ def test_built_stats_json_validates(built: Path) -> None:
     assert any(e.startswith("models/0/param_count:") for e in errors), errors
 
 
+def _pruned_build(tmp_path: Path, formats: str) -> tuple[Any, int, Path]:
+    """Build a report of a magnitude-pruned kernel; return it, its NumPy near-zero count and the folder."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    from reportgen.thresholds import NEAR_ZERO_REL
+
+    rng = np.random.default_rng(7)
+    kernel = rng.normal(0, 0.1, (64, 32)).astype(np.float32)
+    kernel[np.abs(kernel) < 0.08] *= 1e-4  # pruned to tiny values, not exact zeros
+    save_file({"fc.weight": kernel, "fc.bias": np.zeros(64, np.float32)}, str(tmp_path / "m.safetensors"))
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        f"title: t\noutput: {tmp_path / 'r'}\nformats: [{formats}]\n"
+        f"models:\n  - name: m\n    path: {tmp_path / 'm.safetensors'}\n"
+    )
+    assert main(["build", str(cfg), "--quiet"]) == 0
+    expect = int((np.abs(kernel.astype(np.float64)) <= NEAR_ZERO_REL * np.abs(kernel).max()).sum())
+    assert expect > kernel.size // 2
+    return kernel, expect, tmp_path / "r"
+
+
+@pytest.mark.slow
+def test_near_zero_reaches_stats_json_and_both_html_tables(tmp_path: Path) -> None:
+    kernel, expect, folder = _pruned_build(tmp_path, "html, json")
+    doc = json.loads((folder / "stats.json").read_text())
+    assert _errors(doc) == []
+    stats = {(x["name"], p["name"]): p["stats"] for x in doc["models"][0]["layers"] for p in x["params"]}
+    assert (stats["fc", "weight"]["near_zero"], stats["fc", "weight"]["near_zero_frac"]) == (
+        expect,
+        expect / kernel.size,
+    )
+    assert (stats["fc", "bias"]["near_zero"], stats["fc", "bias"]["near_zero_frac"]) == (64, 1.0)
+    assert load(folder / "stats.json").doc.models[0].layers[0].params[0].stats.near_zero in (expect, 64)
+    html = (folder / "report.html").read_text()
+    share = f"{100 * expect / kernel.size:.1f}%"
+    assert '<th class="n">near zero</th>' in html and f'<td class="n">{share}</td>' in html
+    assert f'<tr><td>near zero</td><td class="n">{share}</td>' in html
+
+
 def test_verdict_status_is_an_enum(built: Path) -> None:
     doc = json.loads((built / "stats.json").read_text())
     layer = next(x for x in doc["models"][0]["layers"] if x["verdict"])
@@ -70,6 +110,7 @@ def test_v09_is_upgraded_on_load() -> None:
     layer = loaded.doc.models[0].layers[0]
     assert layer.params[0].stats is not None
     assert layer.params[0].stats.p01 is None and layer.params[0].stats.p99 is None
+    assert layer.params[0].stats.near_zero is None  # written before the near-zero count: no default guessed
     assert layer.verdict is None
 
 

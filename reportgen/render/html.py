@@ -40,6 +40,8 @@ def make_env() -> jinja2.Environment:
     )
     env.filters.update(formatting.FILTERS)
     env.filters["slug"] = slugify
+    env.filters["stat"] = formatting.stat_cell
+    env.globals["STAT_COLUMNS"] = formatting.STAT_COLUMNS
     env.globals["CSP"] = CSP
     return env
 

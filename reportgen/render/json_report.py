@@ -73,6 +73,7 @@ def _model(m: ModelView) -> dict[str, Any]:
             if a is not None:
                 stats = jsonable(a.stats)
                 stats["zero_frac"] = jsonable(a.stats.zero_frac)
+                stats["near_zero_frac"] = jsonable(a.stats.near_zero_frac)
                 entry.update(
                     stats=stats,
                     init=_init_block(a),
