@@ -11,7 +11,8 @@ FLOAT16_MAX = 65504.0
 # pruning keeps weights relative to the layer's largest one, and 1e-3 of it is below the resolution
 # that 8-bit symmetric quantisation keeps (max/127): such weights already round to zero there. max|w| is
 # known exactly after the first pass, in every chunking and on the 16-bit table path alike, so the count
-# needs no extra read and is the same integer on every path; a fresh normal init has ~0.3% below it.
+# needs no extra read and is the same integer on every path. Measured: a fresh uniform draw has 0.10% below
+# it, a normal 0.30-0.43% (1 Ki-2 Mi values, max|w| grows with size); HED's trained VGG-16 convs 0.2-4.9%.
 NEAR_ZERO_REL = 1e-3
 
 
