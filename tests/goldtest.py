@@ -24,9 +24,26 @@ def scrub(text: str, replacements: dict[str, str]) -> str:
     return text
 
 
+# Significant digits kept of every float. The computation is deterministic on one machine, but NumPy picks
+# its reduction kernels by CPU (AVX-512, AVX2, SSE): with NPY_DISABLE_CPU_FEATURES turning off AVX2 and
+# AVX-512 here, skewness, kurtosis, alpha and stable rank change in their last 1-3 of 17 digits.
+FLOAT_DIGITS = 10
+
+
+def round_floats(doc: Any) -> Any:
+    """Return doc with every float rounded to FLOAT_DIGITS significant digits."""
+    if isinstance(doc, float):
+        return float(f"{doc:.{FLOAT_DIGITS}g}")
+    if isinstance(doc, dict):
+        return {k: round_floats(v) for k, v in doc.items()}
+    if isinstance(doc, list):
+        return [round_floats(v) for v in doc]
+    return doc
+
+
 def scrub_json(doc: Any, replacements: dict[str, str]) -> str:
-    """Dump doc sorted and indented, scrub it, and blank the tool version and the config's digest."""
-    text = json.dumps(doc, indent=1, sort_keys=True, ensure_ascii=False)
+    """Dump doc sorted and indented with rounded floats, scrub it, and blank versions and the config's digest."""
+    text = json.dumps(round_floats(doc), indent=1, sort_keys=True, ensure_ascii=False)
     text = re.sub(r'("(?:tool_)?version": )"[^"]*"', r'\1"<version>"', text)
     # The config file names the weight files by absolute path, so its digest changes with the temp folder.
     text = re.sub(r'("config": \{\n\s*"name": "[^"]*",\n\s*"sha256": )"[0-9a-f]{64}"', r'\1"<sha256>"', text)
