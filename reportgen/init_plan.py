@@ -7,14 +7,18 @@ import fnmatch
 import json
 import math
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from reportgen.sources.base import DEFAULT_CHUNK_ELEMS, InitSpec, LayerInfo, SourceInfo, TensorRef, WeightSource
+from reportgen.sources.base import (
+    InitSpec,
+    LayerInfo,
+    LayerView,
+    SourceInfo,
+    TensorRef,
+    WeightSource,
+)
 
 # Roles an override may name; `kernel` also covers depthwise/pointwise kernels unless they are named.
 OVERRIDE_ROLES = (
@@ -302,7 +306,7 @@ def plan_note(plan: InitPlan, framework: Framework | None, defaulted: int = 1) -
     return "; ".join(parts)
 
 
-class PlannedSource(WeightSource):
+class PlannedSource(LayerView):
     """Wrap a source so its tensors carry the initializers a plan and the framework's defaults give them."""
 
     def __init__(self, inner: WeightSource, plan: InitPlan, path: Path | None = None) -> None:
@@ -312,19 +316,3 @@ class PlannedSource(WeightSource):
         self._layers, self.rule_hits, defaulted = plan_layers(layers, plan, self.framework)
         self.note = plan_note(plan, self.framework, defaulted)
         self.info = inner.info
-
-    def layers(self) -> list[LayerInfo]:
-        """Return the inner source's layers with initializers filled in."""
-        return list(self._layers)
-
-    def read(self, ref: TensorRef) -> np.ndarray:
-        """Return the tensor from the inner source."""
-        return self.inner.read(ref)
-
-    def iter_chunks(self, ref: TensorRef, max_elems: int = DEFAULT_CHUNK_ELEMS) -> Iterator[np.ndarray]:
-        """Yield chunks from the inner source."""
-        return self.inner.iter_chunks(ref, max_elems)
-
-    def close(self) -> None:
-        """Close the inner source."""
-        self.inner.close()

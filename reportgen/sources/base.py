@@ -151,3 +151,26 @@ class WeightSource(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class LayerView(WeightSource):
+    """Another source's tensors under a changed list of layers (filtered, or with initializers filled in)."""
+
+    inner: WeightSource
+    _layers: list[LayerInfo]
+
+    def layers(self) -> list[LayerInfo]:
+        """Return the changed list of layers."""
+        return list(self._layers)
+
+    def read(self, ref: TensorRef) -> np.ndarray:
+        """Return the tensor from the inner source."""
+        return self.inner.read(ref)
+
+    def iter_chunks(self, ref: TensorRef, max_elems: int = DEFAULT_CHUNK_ELEMS) -> Iterator[np.ndarray]:
+        """Yield chunks from the inner source."""
+        return self.inner.iter_chunks(ref, max_elems)
+
+    def close(self) -> None:
+        """Close the inner source."""
+        self.inner.close()

@@ -6,13 +6,10 @@ import dataclasses
 import os
 import struct
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
-
 from reportgen.errors import SourceError
-from reportgen.sources.base import DEFAULT_CHUNK_ELEMS, InitSpec, LayerInfo, TensorRef, WeightSource
+from reportgen.sources.base import InitSpec, LayerView, WeightSource
 from reportgen.sources.hdf5_safe import H5_ERRORS, SafeH5, signature_offset
 from reportgen.sources.safety import check_path, numeric_only, open_regular
 
@@ -163,7 +160,7 @@ def _looks_safetensors(path: Path, head: bytes) -> bool:
     return tail.rstrip(b" ").endswith(b"}")
 
 
-class _DefaultInit(WeightSource):
+class _DefaultInit(LayerView):
     """Wrap a source so kernel tensors without a declared initializer report a configured one."""
 
     def __init__(self, inner: WeightSource, init: InitSpec) -> None:
@@ -179,19 +176,3 @@ class _DefaultInit(WeightSource):
             )
             for layer in inner.layers()
         ]
-
-    def layers(self) -> list[LayerInfo]:
-        """Return the inner source's layers with default initializers filled in."""
-        return list(self._layers)
-
-    def read(self, ref: TensorRef) -> np.ndarray:
-        """Return the tensor from the inner source."""
-        return self.inner.read(ref)
-
-    def iter_chunks(self, ref: TensorRef, max_elems: int = DEFAULT_CHUNK_ELEMS) -> Iterator[np.ndarray]:
-        """Yield chunks from the inner source."""
-        return self.inner.iter_chunks(ref, max_elems)
-
-    def close(self) -> None:
-        """Close the inner source."""
-        self.inner.close()

@@ -6,14 +6,14 @@ import dataclasses
 import json
 import os
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from reportgen.errors import SourceError, printable
-from reportgen.sources.base import DEFAULT_CHUNK_ELEMS, LayerInfo, TensorRef, WeightSource
+from reportgen.sources.base import LayerInfo, LayerView, WeightSource
 
 # JSON in weights files (safetensors headers, Keras configs) nests about 20 levels; 100 leaves room
 # and keeps every recursive walk over it far from Python's recursion limit.
@@ -140,7 +140,7 @@ def numeric_only(source: WeightSource) -> WeightSource:
     return NumericOnly(source)
 
 
-class NumericOnly(WeightSource):
+class NumericOnly(LayerView):
     """Wrap a source so tensors of non-numeric type (text, compound, reference, complex) are listed, not analysed.
 
     They stay out of layers(), so nothing tries to compute statistics of them, and the source
@@ -163,19 +163,3 @@ class NumericOnly(WeightSource):
                 inner.info,
                 description=f"{inner.info.description}; {len(skipped)} non-numeric tensors not analysed: {shown}{more}",
             )
-
-    def layers(self) -> list[LayerInfo]:
-        """Return the layers with numeric tensors only."""
-        return list(self._layers)
-
-    def read(self, ref: TensorRef) -> np.ndarray:
-        """Return the tensor from the inner source."""
-        return self.inner.read(ref)
-
-    def iter_chunks(self, ref: TensorRef, max_elems: int = DEFAULT_CHUNK_ELEMS) -> Iterator[np.ndarray]:
-        """Yield chunks from the inner source."""
-        return self.inner.iter_chunks(ref, max_elems)
-
-    def close(self) -> None:
-        """Close the inner source."""
-        self.inner.close()
