@@ -231,6 +231,11 @@ def _default_for(layer: LayerInfo, ref: TensorRef, weight: InitSpec) -> InitSpec
         return InitSpec("zeros", origin=origin)
     if ref.role in ("moving_mean", "moving_variance") or not ref.trainable:
         return None
+    if layer.class_name == "PReLU" and ref.name in ("weight", "alpha"):
+        # nn.PReLU starts every slope at 0.25; Keras's PReLU at zeros.
+        if torch_like:
+            return InitSpec("constant", (("value", 0.25),), origin=origin)
+        return InitSpec("zeros", origin=origin)
     if torch_like and _TORCH_RNN.match(ref.name):
         bound = _rnn_bound(layer)
         if bound is None:

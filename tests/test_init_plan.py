@@ -208,3 +208,31 @@ def test_planned_source_reads_through(tmp_path: Path):
     np.testing.assert_array_equal(src.read(layer.params[0]), values)
     assert "PyTorch default initializers assumed" in src.note
     src.close()
+
+
+def test_prelu_slopes_start_from_the_framework_default(tmp_path: Path):
+    """A PyTorch PReLU starts at 0.25 (Keras's at zeros): slopes still there are at init, learned ones moved."""
+    from safetensors.numpy import save_file
+
+    from reportgen.pipeline import BuildOptions, build_report_model
+
+    rng = np.random.default_rng(1)
+    tensors = {}
+    for i in range(3):
+        tensors[f"conv{i}.weight"] = (rng.standard_t(4, (16, 16, 3, 3)) * 0.1).astype(np.float32)
+        tensors[f"conv{i}.bias"] = rng.normal(0, 0.1, 16).astype(np.float32)
+        slopes = np.full(16, 0.25) if i == 1 else rng.normal(0.1, 0.2, 16)
+        tensors[f"prelu{i}.weight"] = slopes.astype(np.float32)
+    save_file(tensors, str(tmp_path / "model.safetensors"))
+    layers = [LayerInfo("p", "PReLU", 0, (ref("weight", "other", (8,)),))]
+    torch_plan, _, _ = plan_layers(layers, InitPlan(InitSpec("pytorch_default", origin="config")), None)
+    keras_plan, _, _ = plan_layers(layers, InitPlan(InitSpec("glorot_uniform", origin="config")), None)
+    assert torch_plan[0].params[0].init == InitSpec("constant", (("value", 0.25),), origin="config")
+    assert keras_plan[0].params[0].init.kind == "zeros"
+    cfg = tmp_path / "r.yaml"
+    text = f"title: t\nmodels:\n  - name: net\n    path: {tmp_path / 'model.safetensors'}\n"
+    cfg.write_text(text)
+    view = build_report_model(parse_config(text, cfg), BuildOptions(executor="inline")).models[0]
+    status = {v.layer: v.status for v in view.diagnosis.verdicts}
+    assert status["prelu1"] == "at_init"
+    assert status["prelu0"] == status["prelu2"] == "moved"

@@ -39,6 +39,7 @@ _INIT_KEY = {
     "moving_variance": "moving_variance_initializer",
     "embeddings": "embeddings_initializer",
     "recurrent_kernel": "recurrent_initializer",
+    "alpha": "alpha_initializer",
     "depthwise_kernel": "depthwise_initializer",
     "pointwise_kernel": "pointwise_initializer",
 }
