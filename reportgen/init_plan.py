@@ -19,6 +19,7 @@ from reportgen.sources.base import (
     TensorRef,
     WeightSource,
 )
+from reportgen.sources.memory import PRELU
 
 # Roles an override may name; `kernel` also covers depthwise/pointwise kernels unless they are named.
 OVERRIDE_ROLES = (
@@ -234,7 +235,7 @@ def _default_for(layer: LayerInfo, ref: TensorRef, weight: InitSpec) -> InitSpec
     if layer.class_name == "PReLU" and ref.name in ("weight", "alpha"):
         # nn.PReLU starts every slope at 0.25; Keras's PReLU at zeros.
         if torch_like:
-            return InitSpec("constant", (("value", 0.25),), origin=origin)
+            return dataclasses.replace(PRELU, origin=origin)
         return InitSpec("zeros", origin=origin)
     if torch_like and _TORCH_RNN.match(ref.name):
         bound = _rnn_bound(layer)

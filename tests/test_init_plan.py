@@ -236,3 +236,14 @@ def test_prelu_slopes_start_from_the_framework_default(tmp_path: Path):
     status = {v.layer: v.status for v in view.diagnosis.verdicts}
     assert status["prelu1"] == "at_init"
     assert status["prelu0"] == status["prelu2"] == "moved"
+
+
+def test_an_in_memory_prelu_starts_at_its_default():
+    """A torch.nn.PReLU module and a state dict holding one get the same 0.25 start as a checkpoint file."""
+    torch = pytest.importorskip("torch")
+    from reportgen.sources.memory import PRELU, from_state_dict, open_object
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.PReLU(8))
+    for source in (open_object(net), from_state_dict({"0.weight": net[0].weight, "prelu1.weight": net[1].weight})):
+        (slope,) = [p for layer in source.layers() for p in layer.params if p.shape == (8,) and p.name == "weight"]
+        assert slope.init is not None and slope.init.kind == PRELU.kind and slope.init.params == PRELU.params

@@ -42,6 +42,7 @@ ONES = _spec("ones")
 ZEROS = _spec("zeros")
 UNIT_NORMAL = _spec("random_normal", mean=0.0, stddev=1.0)
 GLOROT = _spec("glorot_uniform")
+PRELU = _spec("constant", value=0.25)  # nn.PReLU's default init
 
 
 def torch_default_inits(family: str, params: Iterable[TensorRef], hidden: int | None = None) -> dict[str, InitSpec]:
@@ -49,7 +50,7 @@ def torch_default_inits(family: str, params: Iterable[TensorRef], hidden: int | 
 
     family is affine (Linear, Conv*d, ConvTranspose*d), norm (BatchNorm*, InstanceNorm*, LayerNorm,
     GroupNorm, RMSNorm), embedding, rnn (RNN, LSTM, GRU and their cells; hidden is their hidden_size)
-    or mha (MultiheadAttention).
+    mha (MultiheadAttention) or prelu (PReLU, whose slopes start at 0.25 unless its init argument says otherwise).
     """
     out: dict[str, InitSpec] = {}
     for p in params:
@@ -60,6 +61,8 @@ def torch_default_inits(family: str, params: Iterable[TensorRef], hidden: int | 
             spec = {"weight": ONES, "bias": ZEROS, "running_mean": ZEROS, "running_var": ONES}.get(p.name)
         elif family == "embedding" and p.name == "weight":
             spec = UNIT_NORMAL
+        elif family == "prelu" and p.name == "weight":
+            spec = PRELU
         elif family == "rnn" and hidden:
             bound = 1.0 / math.sqrt(hidden)
             spec = _spec("random_uniform", minval=-bound, maxval=bound)
@@ -209,6 +212,8 @@ def _module_family(torch: Any, module: Any) -> tuple[str | None, int | None]:
             return ("rnn" if _stock(module, base) else None), int(module.hidden_size)
     if isinstance(module, nn.MultiheadAttention):
         return "mha", None
+    if isinstance(module, nn.PReLU):
+        return "prelu", None
     return None, None
 
 
@@ -316,6 +321,7 @@ _INFERRED_FAMILY = {
     "LSTM": "rnn",
     "GRU": "rnn",
     "RNN": "rnn",
+    "PReLU": "prelu",
 }
 
 
