@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from reportgen import __version__
@@ -10,7 +9,7 @@ from reportgen.diff import DIFF_SCHEMA_VERSION, SEVERITY_ORDER, VERDICT_REGRESSI
 from reportgen.figures import FigureData
 from reportgen.render.html import render_template
 from reportgen.render.json_report import jsonable
-from reportgen.render.pdf import render_pdf
+from reportgen.render.outputs import render_outputs
 from reportgen.render.release_figures import diff_overlays
 from reportgen.stats_json import AlertDoc
 from reportgen.thresholds import RELEASES
@@ -99,13 +98,7 @@ def render_html_diff(diff: DiffModel, figures: list[FigureData] | None = None, *
 
 def render_diff(diff: DiffModel, formats: tuple[str, ...]) -> dict[str, bytes]:
     """Render the requested formats to {"diff.html", "diff.pdf", "diff.json"} bytes."""
-    out: dict[str, bytes] = {}
     figures = diff_overlays(diff) if "html" in formats or "pdf" in formats else []
-    if "html" in formats:
-        out["diff.html"] = render_html_diff(diff, figures).encode("utf-8")
-    if "pdf" in formats:
-        out["diff.pdf"] = render_pdf(render_html_diff(diff, figures, for_pdf=True))
-    if "json" in formats:
-        doc = diff_document(diff)
-        out["diff.json"] = (json.dumps(doc, indent=1, sort_keys=True, allow_nan=False) + "\n").encode("utf-8")
-    return out
+    return render_outputs(
+        "diff", formats, lambda for_pdf: render_html_diff(diff, figures, for_pdf=for_pdf), lambda: diff_document(diff)
+    )

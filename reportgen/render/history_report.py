@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any
 
@@ -11,7 +10,7 @@ from reportgen.figures import FigureData
 from reportgen.history import HISTORY_SCHEMA_VERSION, MOVES_NAMED, HistoryModel, LayerSeries, ModelHistory
 from reportgen.render.html import render_template
 from reportgen.render.json_report import jsonable
-from reportgen.render.pdf import render_pdf
+from reportgen.render.outputs import render_outputs
 from reportgen.render.release_figures import history_figures
 from reportgen.thresholds import RELEASES
 
@@ -117,13 +116,10 @@ def render_html_history(h: HistoryModel, figures: dict[str, list[FigureData]], *
 
 def render_history(h: HistoryModel, formats: tuple[str, ...]) -> dict[str, bytes]:
     """Render the requested formats to {"history.html", "history.pdf", "history.json"} bytes."""
-    out: dict[str, bytes] = {}
     figures = history_figures(h) if "html" in formats or "pdf" in formats else {}
-    if "html" in formats:
-        out["history.html"] = render_html_history(h, figures).encode("utf-8")
-    if "pdf" in formats:
-        out["history.pdf"] = render_pdf(render_html_history(h, figures, for_pdf=True))
-    if "json" in formats:
-        doc = history_document(h)
-        out["history.json"] = (json.dumps(doc, indent=1, sort_keys=True, allow_nan=False) + "\n").encode("utf-8")
-    return out
+    return render_outputs(
+        "history",
+        formats,
+        lambda for_pdf: render_html_history(h, figures, for_pdf=for_pdf),
+        lambda: history_document(h),
+    )
