@@ -115,7 +115,7 @@ def test_mobilenet_depthwise_initializers_match_the_keras_archive(tmp_path: Path
     """Every DepthwiseConv2D gets its depthwise_initializer, the same one the .keras reader finds."""
     import keras
 
-    from reportgen.sources.keras_files import KerasArchiveSource
+    from reportgen.sources.keras_h5 import KerasArchiveSource
 
     source = build_application("MobileNet", None, "MobileNet untrained")
     try:

@@ -15,12 +15,9 @@ import pytest
 from reportgen.errors import SourceError
 from reportgen.sources.base import InitSpec, WeightSource
 from reportgen.sources.detect import detect_format, open_path
-from reportgen.sources.keras_files import (
-    KerasArchiveSource,
-    KerasLegacyH5Source,
-    KerasWeightsSource,
-    SavedModelSource,
-)
+from reportgen.sources.keras_h5 import KerasArchiveSource, KerasWeightsSource
+from reportgen.sources.keras_legacy import KerasLegacyH5Source
+from reportgen.sources.savedmodel import SavedModelSource
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 keras = pytest.importorskip("keras")

@@ -88,19 +88,19 @@ _HDF5_KINDS = ("keras-weights-h5", "keras-h5", "keras-archive")
 
 def _open_kind(path: Path, kind: str) -> WeightSource:
     if kind == "keras-weights-h5":
-        from reportgen.sources.keras_files import KerasWeightsSource
+        from reportgen.sources.keras_h5 import KerasWeightsSource
 
         return KerasWeightsSource(path)
     if kind == "keras-h5":
-        from reportgen.sources.keras_files import KerasLegacyH5Source
+        from reportgen.sources.keras_legacy import KerasLegacyH5Source
 
         return KerasLegacyH5Source(path)
     if kind == "keras-archive":
-        from reportgen.sources.keras_files import KerasArchiveSource
+        from reportgen.sources.keras_h5 import KerasArchiveSource
 
         return KerasArchiveSource(path)
     if kind == "tf-savedmodel":
-        from reportgen.sources.keras_files import SavedModelSource
+        from reportgen.sources.savedmodel import SavedModelSource
 
         return SavedModelSource(path)
     if kind == "safetensors":
