@@ -134,6 +134,18 @@ def test_constant_tensor(dtype: type) -> None:
     assert stats.l2 == pytest.approx(ref["l2"], rel=RTOL)
 
 
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+@pytest.mark.parametrize("value", [1e20, -3e38, 2.0**53 + 2])
+def test_constant_tensor_too_large_for_a_unit_range(value: float) -> None:
+    # lo - 0.5 == lo here: np.histogram refuses the data; the count goes to the middle bin, without a warning.
+    values = np.full(11, value, dtype=np.float32 if abs(value) < 1e30 else np.float64)
+    stats = compute_stats(values)
+    assert stats.histogram is not None
+    counts = np.asarray(stats.histogram.counts)
+    assert counts.sum() == 11 and counts[counts.size // 2] == 11
+    assert stats.min == stats.max == float(values[0]) and stats.std == 0.0
+
+
 @pytest.mark.parametrize("select_max", [0, 1 << 30], ids=["fine-histogram", "partition"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
 def test_nan_and_inf_are_counted_and_excluded(dtype: type, select_max: int) -> None:

@@ -103,7 +103,8 @@ def _from_passes(
         tot.near_zero = n * int(near_zero_mask(np.array([lo]), tot.near_zero_limit())[0])
         tot.mean, tot.m2, tot.m3, tot.m4 = lo, 0.0, 0.0, 0.0
         counts = np.zeros(bins, dtype=np.int64)
-        counts[exact_bins(np.array([lo]), first, last, edges)[0]] = n
+        # Past 2**53 the +-0.5 range collapses onto lo (np.histogram refuses such data): the middle bin.
+        counts[exact_bins(np.array([lo]), first, last, edges)[0] if last > first else bins // 2] = n
         return make_stats(tot, shape, dtype, n * lo * lo, (lo, lo, lo), to_histogram(edges, counts))
     scale = bins / (hi - lo)
 
