@@ -25,6 +25,7 @@ from reportgen.stats import (
     readable_range,
 )
 from reportgen.thresholds import DISPLAY
+from reportgen.vocab import SpectralFit
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ class AnalysisOptions:
     spectral: bool = True
     spectral_max_dim: int = 8192  # skip spectra of matrices whose smaller side exceeds this
     ks_sample: int = 200_000
-    spectral_fit: str = "csn"  # csn (Clauset-Shalizi-Newman) | weightwatcher (its xmin rule, for comparison)
+    spectral_fit: SpectralFit = "csn"
     # Tensors with more elements are read in chunks (1 Mi elements each), never whole, except for the spectrum.
     stream_elems: int = 1 << 24
 

@@ -29,6 +29,7 @@ from reportgen.pipeline import BuildOptions, BuildResult, build_report_model, wr
 from reportgen.report_model import Finding, ModelView, ReportModel
 from reportgen.sources.base import LayerInfo, TensorRef, WeightSource
 from reportgen.stats import TensorStats
+from reportgen.vocab import OUTPUT_FORMATS
 
 Progress = Callable[[str, int, int], None]  # (message, done, total)
 ConfigLike = str | Path | Mapping[str, Any]
@@ -224,7 +225,7 @@ class Comparison:
     """Two reports compared: the DiffModel, its terminal summary, and a way to save it."""
 
     diff: DiffModel
-    formats: tuple[str, ...] = field(default=("html", "pdf", "json"))
+    formats: tuple[str, ...] = field(default=OUTPUT_FORMATS)
 
     def summary(self) -> str:
         """Return the summary `reportgen diff` prints."""
@@ -463,9 +464,9 @@ def _formats(formats: Sequence[str] | None) -> tuple[str, ...] | None:
     if formats is None:
         return None
     items = (formats,) if isinstance(formats, str) else tuple(formats)
-    bad = [f for f in items if f not in ("html", "pdf", "json")]
+    bad = [f for f in items if f not in OUTPUT_FORMATS]
     if bad or not items:
-        raise ConfigError(f"formats are html, pdf, json (got {list(items)!r})")
+        raise ConfigError(f"formats are {', '.join(OUTPUT_FORMATS)} (got {list(items)!r})")
     return items
 
 

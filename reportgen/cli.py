@@ -13,6 +13,7 @@ from typing import Any
 
 from reportgen import __version__
 from reportgen.errors import EXIT_CODES, ComparisonError, ReportgenError, UsageError, printable
+from reportgen.vocab import EXECUTOR_KINDS, OUTPUT_FORMATS
 
 EPILOG = "exit codes:\n" + "\n".join(f"  {code:>3}  {text}" for code, text in EXIT_CODES.items())
 
@@ -43,9 +44,9 @@ class _Parser(argparse.ArgumentParser):
 
 def _formats(text: str) -> tuple[str, ...]:
     items = tuple(x.strip() for x in text.split(",") if x.strip())
-    bad = [x for x in items if x not in ("html", "pdf", "json")]
+    bad = [x for x in items if x not in OUTPUT_FORMATS]
     if bad or not items:
-        raise argparse.ArgumentTypeError(f"formats are html, pdf, json (got {text!r})")
+        raise argparse.ArgumentTypeError(f"formats are {', '.join(OUTPUT_FORMATS)} (got {text!r})")
     return items
 
 
@@ -77,7 +78,7 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("-j", "--workers", type=int, default=0, help="parallel workers (default: one per core)")
     b.add_argument(
         "--executor",
-        choices=("inline", "threads", "processes", "dask"),
+        choices=EXECUTOR_KINDS,
         help="where tensors are analysed (default: processes for files, threads for keras applications)",
     )
     b.add_argument(

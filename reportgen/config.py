@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from reportgen.errors import ConfigError, printable
 from reportgen.init_plan import NAMED, OVERRIDE_ROLES, InitPlan, InitRule, parse_spec
+from reportgen.vocab import OUTPUT_FORMATS, ExecutorKind, OutputFormat, SpectralFit
 
 MAX_CONFIG_BYTES = 1 << 20  # a config is a few KB; anything this large is not one
 MEMORY_PREFIX = "memory:"  # path: memory:KEY names a model object handed to the Python API
@@ -72,8 +73,8 @@ KERAS_APPLICATIONS = [
 
 INIT_NAMES = NAMED
 
-Format = Literal["html", "pdf", "json"]
-FORMATS: tuple[Format, ...] = ("html", "pdf", "json")
+Format = OutputFormat
+FORMATS = OUTPUT_FORMATS
 
 ROLE_RE = re.compile(r"^(first|last|all)\s+(\w+)$")
 
@@ -224,12 +225,12 @@ class ReportConfig(_Strict):
     models: list[ModelConfig] = Field(min_length=1)
     bins: int = Field(default=60, ge=5, le=1000)
     spectral: bool = True
-    spectral_fit: Literal["csn", "weightwatcher"] = "csn"
+    spectral_fit: SpectralFit = "csn"
     compare_to: str | None = None
     pdf: Literal["brief", "full"] = Field(
         default="brief", description="brief: the answer and the story; full: also every table, for the archive"
     )
-    executor: Literal["inline", "threads", "processes", "dask"] | None = None
+    executor: ExecutorKind | None = None
 
     @model_validator(mode="after")
     def _unique_names(self) -> ReportConfig:

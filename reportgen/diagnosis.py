@@ -7,32 +7,16 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from reportgen.initcheck import InitCheck, fresh_draw_failures
+from reportgen.layer_kinds import is_batchnorm
 from reportgen.sources.base import LayerInfo, TensorRef
 from reportgen.spectral import SpectralMetrics
 from reportgen.thresholds import DEFAULT, FLOAT16_MAX, Thresholds
+from reportgen.vocab import SEVERITIES, STATUS_WORDS, STATUSES, Severity, Status
 
 if TYPE_CHECKING:
     from reportgen.analysis import TensorAnalysis
 
-STATUSES = ("at_init", "moved", "unknown_init", "no_weights")
-LABELS = {
-    "at_init": "at initialisation",
-    "moved": "trained (moved from init)",
-    "unknown_init": "initializer unknown",
-    "no_weights": "no weights read",
-}
-SEVERITIES = ("critical", "warning", "info")
 WEIGHT_ROLES = ("kernel", "depthwise_kernel", "pointwise_kernel", "embedding", "recurrent_kernel")
-# Normalisations that subtract a per-channel mean over the batch, cancelling any per-channel bias before them.
-BATCH_NORMS = (
-    "BatchNormalization",
-    "SyncBatchNormalization",
-    "BatchNorm",
-    "BatchNorm1d",
-    "BatchNorm2d",
-    "BatchNorm3d",
-    "BatchNormalization_",
-)
 NOT_JUDGED_ROLES = ("moving_mean", "moving_variance")
 KNOWN_WEIGHTS = (*WEIGHT_ROLES, "bias", "gamma", "beta")
 # Dtypes whose values training updates by gradient; integer and bool tensors are indices, masks or codes.
@@ -46,7 +30,7 @@ class Verdict:
 
     layer: str
     class_name: str
-    status: str  # at_init | moved | unknown_init | no_weights
+    status: Status
     label: str  # short human label of the status
     reason: str  # one line with the numbers behind the status
     param: str | None  # the tensor the verdict rests on (the kernel where there is one)
@@ -61,7 +45,7 @@ class Alert:
     """One finding worth a reader's attention, with the numbers that raised it."""
 
     code: str  # stable id, e.g. "at-init-in-trained-model", "non-finite", "dead-units"
-    severity: str  # critical | warning | info
+    severity: Severity
     model: str
     layer: str
     param: str | None
@@ -127,16 +111,16 @@ def layer_verdict(
     head = (layer.name, layer.class_name)
     if not found:
         reason = "no tensor of this layer was read"
-        return Verdict(*head, "no_weights", LABELS["no_weights"], reason, None, None)
+        return Verdict(*head, "no_weights", STATUS_WORDS["no_weights"].label, reason, None, None)
     param, ta = _primary(layer, found)
     check = ta.init_check if isinstance(ta.init_check, InitCheck) else None
     if ta.init is None:
         reason = _unknown_hint(ta, t)
-        return Verdict(*head, "unknown_init", LABELS["unknown_init"], reason, param, None, hint=True)
+        return Verdict(*head, "unknown_init", STATUS_WORDS["unknown_init"].label, reason, param, None, hint=True)
     kind = ta.init.spec.kind
     if check is None:
         reason = f"{param} has no finite values, so it is not a fresh {kind} draw"
-        return Verdict(*head, "moved", LABELS["moved"], reason, param, None)
+        return Verdict(*head, "moved", STATUS_WORDS["moved"].label, reason, param, None)
     failures = fresh_draw_failures(check, t)
     if check.family == "constant":
         share = check.const_share if check.const_share is not None else float("nan")
@@ -164,21 +148,21 @@ def layer_verdict(
                 f"{param} moved from its {kind} init: {'; '.join(failures)}; "
                 f"kurtosis {check.expected_kurtosis:.2f} -> {check.kurtosis:.2f}"
             )
-    status = "moved" if failures else "at_init"
+    status: Status = "moved" if failures else "at_init"
     notes: tuple[str, ...] = ()
     sp = ta.spectral
     if status == "at_init" and isinstance(sp, SpectralMetrics) and math.isfinite(sp.alpha):
         notes = (f"spectral alpha {sp.alpha:.3g} describes a random matrix here, not the quality of training",)
-    return Verdict(*head, status, LABELS[status], reason, param, check, moved_by, notes)
+    return Verdict(*head, status, STATUS_WORDS[status].label, reason, param, check, moved_by, notes)
 
 
 def _feeds_batch_norm(layer: LayerInfo, by_name: dict[str, LayerInfo], after: LayerInfo | None) -> bool:
     """Tell whether a BatchNorm consumes the layer: from the graph, else the next layer of a flat file."""
     for name in layer.feeds:
         consumer = by_name.get(name) or by_name.get(name.rsplit("/", 1)[-1])
-        if consumer is not None and consumer.class_name in BATCH_NORMS:
+        if consumer is not None and is_batchnorm(consumer.class_name):
             return True
-    if layer.feeds or after is None or after.class_name not in BATCH_NORMS:
+    if layer.feeds or after is None or not is_batchnorm(after.class_name):
         return False
     # Flat name->tensor files record no graph: a BatchNorm of the bias's width right after it is its consumer.
     bias, gamma = layer.param("bias"), after.param("gamma") or after.param("moving_mean")
@@ -189,7 +173,7 @@ def _tensor_alerts(model: str, layer: LayerInfo, ta: TensorAnalysis, verdict: Ve
     """Return the alerts raised by one tensor's own numbers."""
     s, out = ta.stats, []
 
-    def alert(code: str, severity: str, message: str, *numbers: tuple[str, float]) -> None:
+    def alert(code: str, severity: Severity, message: str, *numbers: tuple[str, float]) -> None:
         out.append(Alert(code, severity, model, layer.name, ta.param, message, tuple(numbers)))
 
     if s.nan or s.inf:
@@ -208,7 +192,7 @@ def _tensor_alerts(model: str, layer: LayerInfo, ta: TensorAnalysis, verdict: Ve
     # A norm's scale of all ones (or shift of zeros) is its initial value in every framework.
     norm_default = ta.role in ("gamma", "beta") and s.min == (1.0 if ta.role == "gamma" else 0.0)
     if constant and ta.role in (*WEIGHT_ROLES, "gamma") and not constant_init and not norm_default:
-        severity = "critical" if ta.role in WEIGHT_ROLES else "warning"
+        severity: Severity = "critical" if ta.role in WEIGHT_ROLES else "warning"
         msg = f"all {s.count} values equal {s.min:g}: its units compute the same function, so none can specialise"
         alert("constant-tensor", severity, msg, ("value", s.min), ("count", s.count))
     if ta.dead_units and ta.units and not (constant and s.min == 0):

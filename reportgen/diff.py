@@ -18,9 +18,10 @@ from reportgen.stats_json import (
     StatsDoc,
 )
 from reportgen.thresholds import RELEASES
+from reportgen.vocab import SEVERITIES
 
 DIFF_SCHEMA_VERSION = "1.1"
-SEVERITY_ORDER: tuple[Severity, ...] = ("critical", "warning", "info")
+SEVERITY_ORDER: tuple[Severity, ...] = SEVERITIES  # most severe first
 # Verdict moves that mean a layer lost its training between releases.
 VERDICT_REGRESSIONS = frozenset({("moved", "at_init")})
 # How many of the biggest moves per model get an overlaid histogram beside the alerted tensors.

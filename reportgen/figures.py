@@ -22,9 +22,12 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from reportgen.analysis import TensorAnalysis
+from reportgen.layer_kinds import TREND_FAMILIES, TrendFamily
 from reportgen.presentation import FigureSpec
-from reportgen.report_model import Comparison, ModelView, ReportModel
+from reportgen.report_model import Comparison, ModelView, ReportModel, trend_kernels
 from reportgen.stats import ClippedHistogram
+from reportgen.thresholds import DEFAULT
+from reportgen.vocab import STATUS_WORDS, Status
 
 if TYPE_CHECKING:
     from matplotlib.typing import RcKeyType
@@ -162,19 +165,16 @@ def histogram(model: ModelView, a: TensorAnalysis, label: str, fid: str) -> Figu
     return FigureData(fid, title, alt, uri)
 
 
-def _kernel_series(m: ModelView, kinds: tuple[str, ...] | None) -> list[tuple[str, TensorAnalysis]]:
-    return [
-        (layer.name, a)
-        for layer in m.weighted_layers
-        if (kinds is None or layer.class_name in kinds) and (a := m.analysis(layer.name, "kernel")) is not None
-    ]
+def _kernel_series(m: ModelView) -> list[tuple[str, TensorAnalysis]]:
+    return [(layer.name, a) for layer in m.weighted_layers if (a := m.analysis(layer.name, "kernel")) is not None]
 
 
-def depth_trend(models: tuple[ModelView, ...], kinds: tuple[str, ...], label: str, fid: str) -> FigureData | None:
-    """Plot mean |w| of each kernel of the given layer types against depth, one series per model."""
+def depth_trend(models: tuple[ModelView, ...], family: TrendFamily, fid: str) -> FigureData | None:
+    """Plot mean |w| of each kernel of one layer family against depth, one series per model."""
+    label = family
     series = []
     for idx, m in enumerate(models):
-        pts = [(name, a.stats.mean_abs) for name, a in _kernel_series(m, kinds)]
+        pts = [(layer.name, a.stats.mean_abs) for layer, _, a in trend_kernels(m, family)]
         if pts:
             series.append((idx, m.name, pts))
     if not series or max(len(p) for _, _, p in series) < 2:
@@ -208,14 +208,14 @@ def _ratio_axes(ax: Axes, models: tuple[ModelView, ...]) -> list[str]:
     for idx, m in enumerate(models):
         pts = [
             a.init_check.std_ratio
-            for _, a in _kernel_series(m, None)
+            for _, a in _kernel_series(m)
             if a.init_check is not None and a.init is not None and a.init.family != "constant"
         ]
         if len(pts) < 2:
             continue
         ax.plot(range(len(pts)), pts, marker="o", markersize=2.5, linewidth=1.1, color=model_color(idx), label=m.name)
         said.append(f"{m.name}: {len(pts)} kernels, {min(pts):.3g} to {max(pts):.3g}")
-    ax.axhspan(0.9, 1.1, color=PALETTE[2], alpha=0.15, linewidth=0)
+    ax.axhspan(*DEFAULT.std_ratio_band, color=PALETTE[2], alpha=0.15, linewidth=0)
     _log_axis(ax)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("Kernel number (input side first)")
@@ -316,19 +316,13 @@ def headline(report: ReportModel, c: Comparison, fid: str) -> FigureData:
     return FigureData(fid, title, title + ": " + alt + "; " + "; ".join(said), uri)
 
 
-VERDICT_COLORS = {
+VERDICT_COLORS: dict[Status, str] = {
     "at_init": "#dc2626",
     "moved": "#059669",
     "unknown_init": "#9ca3af",
     "no_weights": "#e5e7eb",
 }
 EXPECTED_COLOR = "#4f46e5"  # the report's colour of an expected "at initialisation"
-VERDICT_WORDS = {
-    "at_init": "at initialisation",
-    "moved": "moved",
-    "unknown_init": "unknown init",
-    "no_weights": "no weights",
-}
 
 
 def diagnosis_depth(model: ModelView, fid: str) -> FigureData | None:
@@ -362,7 +356,7 @@ def diagnosis_depth(model: ModelView, fid: str) -> FigureData | None:
                     marker="s",
                     s=42,
                     color=EXPECTED_COLOR if at_init else VERDICT_COLORS[status],
-                    label=VERDICT_WORDS[status] + (" (expected)" if at_init else ""),
+                    label=STATUS_WORDS[status].short + (" (expected)" if at_init else ""),
                 )
         ax0.set_yticks([])
         ax0.grid(False)
@@ -371,7 +365,7 @@ def diagnosis_depth(model: ModelView, fid: str) -> FigureData | None:
         ratios = np.array([r[2] for r in rows], dtype=float)
         if np.isfinite(ratios).any():
             ax1.plot(x, ratios, marker="o", markersize=3, linewidth=1, color=PALETTE[0])
-            ax1.axhspan(0.9, 1.1, color=PALETTE[2], alpha=0.12, linewidth=0)
+            ax1.axhspan(*DEFAULT.std_ratio_band, color=PALETTE[2], alpha=0.12, linewidth=0)
             ax1.set_yscale("log")
             ax1.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
             ax1.yaxis.set_minor_formatter(FuncFormatter(lambda v, _pos: ""))
@@ -380,12 +374,12 @@ def diagnosis_depth(model: ModelView, fid: str) -> FigureData | None:
         ax1.set_ylabel("std / init std")
         alphas = np.array([r[3] for r in rows], dtype=float)
         ax2.plot(x, alphas, marker="o", markersize=3, linewidth=1, color=PALETTE[4])
-        ax2.axhspan(2, 6, color=PALETTE[2], alpha=0.12, linewidth=0)
+        ax2.axhspan(*DEFAULT.alpha_band, color=PALETTE[2], alpha=0.12, linewidth=0)
         ax2.set_ylabel("spectral alpha")
         ax2.set_xlabel("Layer with weights (input side first)")
         uri = _to_uri(fig)
     counts = {s: sum(r[1] == s for r in rows) for s in VERDICT_COLORS}
-    alt = title + ": " + ", ".join(f"{n} {VERDICT_WORDS[s]}" for s, n in counts.items() if n)
+    alt = title + ": " + ", ".join(f"{n} {STATUS_WORDS[s].short}" for s, n in counts.items() if n)
     return FigureData(fid, title, alt, uri)
 
 
@@ -430,8 +424,6 @@ def spectrum(model: ModelView, a: TensorAnalysis, label: str, fid: str) -> Figur
 
 # Below this many figures a process pool costs more (start-up, matplotlib import) than it saves.
 MIN_PARALLEL_FIGURES = 12
-_CONV_KINDS = ("Conv2D", "Conv2d", "Conv1D", "Conv3D")
-_DENSE_KINDS = ("Dense", "Linear")
 
 
 def draw_job(report: ReportModel, spec: FigureSpec) -> FigureData | None:
@@ -446,8 +438,8 @@ def draw_job(report: ReportModel, spec: FigureSpec) -> FigureData | None:
             return None
         return histogram(m, a, spec.label, spec.id) if kind == "histogram" else spectrum(m, a, spec.label, spec.id)
     if kind == "trend":
-        kinds = _CONV_KINDS if spec.label == "convolutional" else _DENSE_KINDS
-        return depth_trend(report.models, kinds, spec.label, spec.id)
+        family = next(f for f in TREND_FAMILIES if f == spec.label)
+        return depth_trend(report.models, family, spec.id)
     if kind == "ratio_depth":
         return ratio_depth(report.models, spec.id)
     if kind == "headline":

@@ -9,8 +9,9 @@ from typing import Any
 import numpy as np
 
 from reportgen.formatting import plain
-from reportgen.report_model import Comparison, Finding, ModelView
-from reportgen.selection import friendly, is_batchnorm
+from reportgen.layer_kinds import TREND_FAMILIES, is_batchnorm
+from reportgen.report_model import Comparison, Finding, ModelView, trend_kernels
+from reportgen.selection import friendly
 
 # The limit of each uniform initializer, as Keras defines it (fans as in initializers.py).
 _UNIFORM_LIMITS = {
@@ -279,13 +280,9 @@ def _overall(values: np.ndarray) -> float:
 def _depth_trend(m: ModelView) -> list[Finding]:
     """Describe how mean |w| of kernels changes with depth along the main path."""
     out: list[Finding] = []
-    for kind in ("Conv2D", "Conv2d", "Conv1D", "Conv1d", "Conv", "Dense", "Linear"):
-        rows = []
-        for layer in m.weighted_layers:
-            ref = layer.param("kernel")
-            a = m.analysis(layer.name, ref.name) if ref is not None else None
-            if layer.class_name == kind and a is not None and ref is not None and ref.trainable:
-                rows.append((layer.name, a, _in_out(ref.shape, ref.layout)))
+    for family in TREND_FAMILIES:
+        kernels = trend_kernels(m, family)
+        rows = [(layer.name, a, _in_out(ref.shape, ref.layout)) for layer, ref, a in kernels]
         if len(rows) < 3:
             continue
         chain = main_path(m, [r[0] for r in rows], [r[2] for r in rows])
@@ -296,11 +293,14 @@ def _depth_trend(m: ModelView) -> list[Finding]:
         values = np.array([a.stats.mean_abs for a in analyses])
         way = direction(values)
         left = [r[0] for i, r in enumerate(rows) if i not in chain]
-        scope = f"the {len(chain)} {friendly(kind)} kernels of {m.name}"
+        classes = {kernels[i][0].class_name for i in chain}
+        # One layer type keeps its own words (1-D convolutional); a mix takes the family's.
+        words = friendly(classes.pop()) if len(classes) == 1 else family
+        scope = f"the {len(chain)} {words} kernels of {m.name}"
         if left:
             shown = ", ".join(left[:4]) + (f" and {len(left) - 4} more" if len(left) > 4 else "")
             scope = (
-                f"the {len(chain)} {friendly(kind)} kernels on the main path of {m.name} "
+                f"the {len(chain)} {words} kernels on the main path of {m.name} "
                 f"(left out as side branches or narrow heads: {shown})"
             )
         out.append(

@@ -7,15 +7,14 @@ from collections import Counter
 from dataclasses import dataclass
 
 from reportgen.analysis import TensorAnalysis
-from reportgen.diagnosis import SEVERITIES, WEIGHT_ROLES, Alert, Verdict
+from reportgen.diagnosis import WEIGHT_ROLES, Alert, Verdict
 from reportgen.formatting import num, pvalue, ratio
+from reportgen.layer_kinds import TREND_FAMILIES, is_conv
 from reportgen.ranking import RankedFinding, comparison_change, meant_untrained, rank_findings, top_findings
-from reportgen.report_model import Comparison, FileHash, ModelView, ReportModel, slugify
+from reportgen.report_model import Comparison, FileHash, ModelView, ReportModel, slugify, trend_kernels
 from reportgen.sources.base import LayerInfo
 from reportgen.thresholds import DISPLAY
-
-_CONV_KINDS = ("Conv1D", "Conv2D", "Conv3D", "Conv1d", "Conv2d", "Conv3d", "DepthwiseConv2D", "SeparableConv2D")
-_DENSE_KINDS = ("Dense", "Linear")
+from reportgen.vocab import SEVERITIES, STATUS_WORDS, Status
 
 
 @dataclass(frozen=True)
@@ -51,7 +50,7 @@ class VerdictRow:
     index: int
     layer: str
     class_name: str
-    status: str
+    status: Status
     label: str
     badge: str  # css class
     evidence: str
@@ -238,20 +237,10 @@ def evidence(m: ModelView, v: Verdict) -> str:
     return f"{v.param} moved from its {kind} draw: " + "; ".join(parts)
 
 
-def _badge(status: str, expected: bool) -> tuple[str, str]:
-    from reportgen.diagnosis import LABELS
-
+def _badge(status: Status, expected: bool) -> tuple[str, str]:
     if status == "at_init" and expected:
-        return "v-expected", "at initialisation (expected)"
-    return f"v-{status}", LABELS.get(status, status)
-
-
-_RUN_WORDS = {
-    "at_init": "at initialisation, consistent with fresh draws",
-    "moved": "moved from their initial draw",
-    "unknown_init": "with no known initializer",
-    "no_weights": "not read",
-}
+        return "v-expected", f"{STATUS_WORDS['at_init'].label} (expected)"
+    return f"v-{status}", STATUS_WORDS[status].label
 
 
 def verdict_summary(m: ModelView, cards: frozenset[str] = frozenset()) -> VerdictSummary:
@@ -267,13 +256,13 @@ def verdict_summary(m: ModelView, cards: frozenset[str] = frozenset()) -> Verdic
     if not rows:
         return VerdictSummary("No layer holds weights.", (), ())
     common, n = Counter(r.status for r in rows).most_common(1)[0]
-    line = f"{_plural(n, 'layer')} {_RUN_WORDS.get(common, common)}"
+    line = f"{_plural(n, 'layer')} {STATUS_WORDS[common].run}"
     if common == "at_init" and expected:
         line += ", as intended"
     others = tuple(r for r in rows if r.status != common)
     if others:
         rest = Counter(r.status for r in others)
-        line += "; " + "; ".join(f"{k} {_RUN_WORDS.get(s, s)}" for s, k in rest.most_common())
+        line += "; " + "; ".join(f"{k} {STATUS_WORDS[s].run}" for s, k in rest.most_common())
         line += " (listed below)."
     else:
         line += "; no exceptions."
@@ -315,7 +304,7 @@ def _spectrum_note(layer: LayerInfo, a: TensorAnalysis, verdict: Verdict | None)
     sp = a.spectral
     if sp is None:
         return ""
-    if layer.class_name in _CONV_KINDS or len(a.stats.shape) > 2:
+    if is_conv(layer.class_name) or len(a.stats.shape) > 2:
         note = (
             f"The kernel is cut into its {sp.n_matrices} spatial slices (in × out each); their eigenvalues are pooled."
         )
@@ -553,11 +542,9 @@ def present(report: ReportModel, *, pdf_full: bool = False) -> Presentation:
         specs.append(FigureSpec(headline, "ratio_depth"))
         caption = "Each kernel's std over the std it was initialised with, by depth; a fresh draw sits at 1."
     trends = []
-    for fid, label, caption_words in (
-        ("trend-convolutional", "convolutional", _CONV_KINDS),
-        ("trend-fully-connected", "fully connected", _DENSE_KINDS),
-    ):
-        if any(layer.class_name in caption_words for m in report.models for layer in m.weighted_layers):
+    for label in TREND_FAMILIES:
+        fid = "trend-" + label.replace(" ", "-")
+        if any(trend_kernels(m, label) for m in report.models):
             specs.append(FigureSpec(fid, "trend", label=label))
             trends.append((fid, f"Mean |w| of every {label} kernel, input side first, one line per model."))
     names, kind, limits = limit_table(report)

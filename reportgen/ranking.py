@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from reportgen.diagnosis import SEVERITIES
 from reportgen.report_model import Finding, ModelView, ReportModel
+from reportgen.vocab import SEVERITIES
 
 # How much a finding of each kind tells a reader when it carries no importance of its own: a direct
 # untrained-vs-trained comparison and a bound that trained weights left are the evidence of training;

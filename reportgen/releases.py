@@ -9,8 +9,9 @@ from reportgen.diff import DiffModel, compute_diff, gate_failures
 from reportgen.errors import GateFailure, UsageError, printable
 from reportgen.history import HistoryModel, compute_history
 from reportgen.stats_json import Severity, load
+from reportgen.vocab import OUTPUT_FORMATS
 
-ALL_FORMATS = ("html", "pdf", "json")
+ALL_FORMATS = OUTPUT_FORMATS
 
 
 def _fmt(value: float | None, spec: str = ".3g") -> str:

@@ -10,8 +10,9 @@ from typing import Any
 
 from reportgen.analysis import TensorAnalysis
 from reportgen.diagnosis import Alert, ModelDiagnosis, Verdict
+from reportgen.layer_kinds import TrendFamily, trend_family
 from reportgen.selection import Selected
-from reportgen.sources.base import LayerInfo, SourceInfo
+from reportgen.sources.base import LayerInfo, SourceInfo, TensorRef
 
 
 def slugify(text: str) -> str:
@@ -81,6 +82,17 @@ class ModelView:
     def layer_anchor(self, layer: str) -> str:
         """Return the HTML id of a layer's appendix row."""
         return f"{self.slug}-{slugify(layer)}"
+
+
+def trend_kernels(m: ModelView, family: TrendFamily) -> list[tuple[LayerInfo, TensorRef, TensorAnalysis]]:
+    """Return the trainable kernels a depth trend of this family pools, in depth order: figure and finding alike."""
+    out = []
+    for layer in m.weighted_layers:
+        ref = layer.param("kernel")
+        a = m.analysis(layer.name, ref.name) if ref is not None and ref.trainable else None
+        if ref is not None and a is not None and trend_family(layer.class_name) == family:
+            out.append((layer, ref, a))
+    return out
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from reportgen.config import ROLE_RE, LayerSelector
 from reportgen.errors import SelectionError
+from reportgen.layer_kinds import is_normalization
 from reportgen.sources.base import LayerInfo, TensorRef
 
 # Words for layer types in titles ("weights in first convolutional layer").
@@ -42,16 +43,6 @@ class Selected:
     params: tuple[TensorRef, ...]
     label: str  # e.g. "first convolutional" or the layer name
     selector: str  # how it was picked, e.g. "index -6"
-
-
-def is_normalization(class_name: str) -> bool:
-    """Return True for batch/layer normalisation layers of any framework."""
-    return class_name in ("BatchNormalization", "BatchNorm", "LayerNorm", "LayerNormalization")
-
-
-def is_batchnorm(class_name: str) -> bool:
-    """Return True for batch normalisation, which makes a preceding bias redundant."""
-    return class_name in ("BatchNormalization", "BatchNorm")
 
 
 def friendly(class_name: str) -> str:

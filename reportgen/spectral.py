@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from reportgen.vocab import SpectralFit
+
 # Given a number of rows, yields the rows of one matrix in order, that many at a time (the last may be short).
 RowBlocks = Callable[[int], Iterator[np.ndarray]]
 
@@ -237,10 +239,7 @@ def fit_power_law(
     return PowerLawFit(alpha, float(x[i]), float(d[b]), n_tail, (alpha - 1.0) / math.sqrt(n_tail))
 
 
-FITS = ("csn", "weightwatcher")
-
-
-def _fit(evals: np.ndarray, lam_max: float, precision: str, k: int, fit: str) -> PowerLawFit:
+def _fit(evals: np.ndarray, lam_max: float, precision: str, k: int, fit: SpectralFit) -> PowerLawFit:
     """Fit the tail: Clauset-Shalizi-Newman (two-sided KS), or WeightWatcher's rule for comparability."""
     if fit == "weightwatcher":
         # WeightWatcher halves conv-slice eigenvalues (conv2d_norm), drops those under 1e-5, takes
@@ -256,7 +255,7 @@ def spectral_metrics(
     *,
     max_dim: int = 8192,
     keep_evals: bool = True,
-    fit: str = "csn",
+    fit: SpectralFit = "csn",
     row_blocks: RowBlocks | None = None,
 ) -> SpectralMetrics | None:
     """Compute the eigenvalue spectrum of a kernel and its norms and power-law fit; None if skipped."""

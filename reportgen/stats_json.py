@@ -5,18 +5,16 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from reportgen.errors import SourceError
+from reportgen.vocab import Severity, Status
 
 CURRENT_VERSION = "1.0"
 # Versions this reader understands; older ones are upgraded on load.
 READABLE_VERSIONS = ("0.9", "1.0")
-
-Status = Literal["at_init", "moved", "unknown_init", "no_weights"]
-Severity = Literal["critical", "warning", "info"]
 
 
 class _Frozen(BaseModel):

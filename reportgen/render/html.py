@@ -12,6 +12,7 @@ from reportgen.errors import RenderError
 from reportgen.figures import FigureData
 from reportgen.presentation import Presentation
 from reportgen.report_model import slugify
+from reportgen.thresholds import DEFAULT
 
 # No network, ever: only inline styles/scripts and data: images.
 CSP = (
@@ -43,6 +44,8 @@ def make_env() -> jinja2.Environment:
     env.filters["stat"] = formatting.stat_cell
     env.globals["STAT_COLUMNS"] = formatting.STAT_COLUMNS
     env.globals["CSP"] = CSP
+    # Captions quote the bands the verdicts and figures use, never copies of the numbers.
+    env.globals["THRESHOLDS"] = DEFAULT
     return env
 
 
