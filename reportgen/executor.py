@@ -12,20 +12,19 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import AbstractContextManager, closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any
 
 from reportgen.analysis import AnalysisOptions, TensorAnalysis, analyze_tensor
 from reportgen.errors import ConfigError, SourceError
 from reportgen.sources.base import LayerInfo, TensorRef, WeightSource
+from reportgen.sources.formats import in_memory, reopenable
+from reportgen.vocab import EXECUTOR_KINDS, ExecutorKind
 
-Kind = Literal["inline", "threads", "processes", "dask"]
-KINDS: tuple[str, ...] = get_args(Kind)
+Kind = ExecutorKind
+KINDS: tuple[str, ...] = EXECUTOR_KINDS
 Progress = Callable[[str, int, int], None]  # (message, done, total)
 Job = tuple[LayerInfo, TensorRef]
 
-# Formats a worker can reopen from their files alone. A SavedModel needs TensorFlow in every worker
-# and keras applications live only in this process, so those stay on threads unless asked otherwise.
-REOPENABLE = frozenset({"safetensors", "keras-weights-h5", "keras-h5", "keras-archive", "onnx", "pytorch"})
 DASK_RETRIES = 2  # a task that raised outside reportgen's own errors (a flaky mount) runs again
 BATCH_ELEMS = 1 << 20  # small tensors share a task until it holds this many values: fewer round trips
 BATCH_JOBS = 64
@@ -69,7 +68,7 @@ class Failure:
 
 def reopen_recipe(source: WeightSource, path: Path | None, init: str | None) -> ReopenRecipe | None:
     """Return how a worker can reopen source, or None when it exists only in this process."""
-    if path is None or source.info.format == "keras-application":
+    if path is None or in_memory(source.info.format):
         return None
     files = tuple((os.path.abspath(f), f.stat().st_size) for f in source.info.files if f.is_file())
     return ReopenRecipe(source.info.format, os.path.abspath(path), init, files)
@@ -85,7 +84,8 @@ def choose_kind(kind: str | None, recipe: ReopenRecipe | None, workers: int) -> 
         return kind  # type: ignore[return-value]
     if workers == 1:
         return "inline"
-    return "processes" if recipe.format in REOPENABLE else "threads"
+    # formats.FORMATS says which formats a worker can reopen from their files alone.
+    return "processes" if reopenable(recipe.format) else "threads"
 
 
 def make_tasks(model: str, recipe: ReopenRecipe | None, jobs: Sequence[Job], options: AnalysisOptions) -> list[Task]:

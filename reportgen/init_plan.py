@@ -19,6 +19,7 @@ from reportgen.sources.base import (
     TensorRef,
     WeightSource,
 )
+from reportgen.sources.formats import framework_of
 from reportgen.sources.memory import PRELU
 
 # Roles an override may name; `kernel` also covers depthwise/pointwise kernels unless they are named.
@@ -163,9 +164,10 @@ class Framework:
 def detect_framework(info: SourceInfo, layers: list[LayerInfo], path: Path | None) -> Framework | None:
     """Name the framework the weights come from where the file leaves no doubt; None otherwise."""
     fmt = info.format
-    if fmt in ("torch", "pytorch"):
+    implied = framework_of(fmt)
+    if implied == "pytorch":
         return Framework("pytorch", "a PyTorch checkpoint", InitSpec("pytorch_default", origin="framework-default"))
-    if fmt.startswith("keras") or fmt == "tf-savedmodel":
+    if implied == "keras":
         return Framework("keras", "a Keras file", InitSpec("glorot_uniform", origin="framework-default"))
     if fmt == "onnx":
         producer = info.extra.get("producer", "").lower()

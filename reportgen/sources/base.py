@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from reportgen.sources.formats import FormatName
+
 # Canonical parameter roles. Sources map their own names onto these.
 ROLES = (
     "kernel",
@@ -109,7 +111,7 @@ class LayerInfo:
 class SourceInfo:
     """Where a model's weights came from, for the report's provenance table."""
 
-    format: str  # keras-application, keras-weights-h5, keras-h5, keras-archive, safetensors, ...
+    format: FormatName  # one of formats.FORMATS
     description: str  # one human line: "keras.applications.VGG16, random initialisation"
     files: tuple[Path, ...] = ()  # input files whose hashes go in the manifest
     trained: bool | None = None  # True/False when the source says so; None when unknown

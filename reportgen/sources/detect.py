@@ -10,6 +10,7 @@ from pathlib import Path
 
 from reportgen.errors import SourceError
 from reportgen.sources.base import InitSpec, LayerView, WeightSource
+from reportgen.sources.formats import FORMATS, FileFormat
 from reportgen.sources.hdf5_safe import H5_ERRORS, SafeH5, signature_offset
 from reportgen.sources.safety import check_path, numeric_only, open_regular
 
@@ -37,8 +38,8 @@ def open_path(path: Path | str, *, init: InitSpec | None = None) -> WeightSource
     return source
 
 
-def detect_format(path: Path) -> str:
-    """Name the format of path: keras-weights-h5, keras-h5, keras-archive, torch, safetensors, ..."""
+def detect_format(path: Path) -> FileFormat:
+    """Name the format of path by its content: one of formats.FILE_FORMATS."""
     if path.is_dir():
         if (path / "saved_model.pb").is_file():
             return "tf-savedmodel"
@@ -65,58 +66,27 @@ def detect_format(path: Path) -> str:
     if path.suffix.lower() == ".onnx":
         return "onnx"
     if head[:1] == b"\x80" and len(head) > 1 and 2 <= head[1] <= 5:
-        return "torch"
+        return "pytorch"
     # The content itself is never shown: a config may name a file its author must not read.
     what = "an empty file" if not head else "no HDF5, zip, safetensors, ONNX or PyTorch signature"
     raise SourceError(f"{path}: not a weights file ({what})")
 
 
 def _open(path: Path) -> WeightSource:
-    kind = detect_format(path)
-    if kind not in _HDF5_KINDS:
-        return _open_kind(path, kind)
+    fmt = FORMATS[detect_format(path)]
     try:
-        return _open_kind(path, kind)
+        source = fmt.open(path)
     except H5_ERRORS as exc:
+        if not fmt.hdf5:
+            raise
         # SafeH5 turns the errors of each call it makes into SourceErrors; this catches the rest of
         # what a damaged file makes h5py raise while the layers are listed.
         raise SourceError(f"{path}: damaged HDF5 data ({type(exc).__name__})") from None
+    assert isinstance(source, WeightSource), fmt.opener
+    return source
 
 
-_HDF5_KINDS = ("keras-weights-h5", "keras-h5", "keras-archive")
-
-
-def _open_kind(path: Path, kind: str) -> WeightSource:
-    if kind == "keras-weights-h5":
-        from reportgen.sources.keras_h5 import KerasWeightsSource
-
-        return KerasWeightsSource(path)
-    if kind == "keras-h5":
-        from reportgen.sources.keras_legacy import KerasLegacyH5Source
-
-        return KerasLegacyH5Source(path)
-    if kind == "keras-archive":
-        from reportgen.sources.keras_h5 import KerasArchiveSource
-
-        return KerasArchiveSource(path)
-    if kind == "tf-savedmodel":
-        from reportgen.sources.savedmodel import SavedModelSource
-
-        return SavedModelSource(path)
-    if kind == "safetensors":
-        from reportgen.sources.safetensors_file import SafetensorsSource
-
-        return SafetensorsSource(path)
-    if kind == "torch":
-        from reportgen.sources.torch_file import TorchSource
-
-        return TorchSource(path)
-    from reportgen.sources.onnx_file import OnnxSource
-
-    return OnnxSource(path)
-
-
-def _hdf5_kind(path: Path) -> str:
+def _hdf5_kind(path: Path) -> FileFormat:
     with SafeH5(path) as h5:
         root = h5.root
         if h5.attr(root, "model_config") is not None or h5.attr(root, "layer_names") is not None:
@@ -128,7 +98,7 @@ def _hdf5_kind(path: Path) -> str:
     return "keras-weights-h5"
 
 
-def _zip_kind(path: Path) -> str:
+def _zip_kind(path: Path) -> FileFormat:
     try:
         with zipfile.ZipFile(path) as zf:
             names = zf.namelist()
@@ -138,7 +108,7 @@ def _zip_kind(path: Path) -> str:
         return "keras-archive"
     # PyTorch's zip format keeps its pickle at <archive name>/data.pkl.
     if any(n == "data.pkl" or n.endswith("/data.pkl") for n in names):
-        return "torch"
+        return "pytorch"
     raise SourceError(f"{path}: zip archive is neither a .keras model nor a PyTorch checkpoint")
 
 
