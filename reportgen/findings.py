@@ -12,6 +12,7 @@ from reportgen.formatting import plain
 from reportgen.layer_kinds import TREND_FAMILIES, is_batchnorm
 from reportgen.report_model import Comparison, Finding, ModelView, trend_kernels
 from reportgen.selection import friendly
+from reportgen.thresholds import FINDINGS
 
 # The limit of each uniform initializer, as Keras defines it (fans as in initializers.py).
 _UNIFORM_LIMITS = {
@@ -19,13 +20,6 @@ _UNIFORM_LIMITS = {
     "he_uniform": "±√(6/fan_in)",
     "lecun_uniform": "±√(3/fan_in)",
 }
-# A rank correlation of this size or more, with end points that agree, is called a trend.
-TREND_RHO = 0.5
-# A layer at the end of the main path whose output is this many times narrower than the path's median
-# width is a scoring head (HED's 1-channel side outputs), not part of the feature hierarchy.
-HEAD_NARROWING = 16
-# An end-to-end change this many times the initializer's own is said to be training's doing.
-STEEPER = 1.5
 # Importance of each kind of finding, for ranking: what needs action first, comparisons last.
 IMPORTANCE = {"init": 0.6, "bias": 0.7, "trend": 0.4, "comparison": 0.3}
 
@@ -212,7 +206,7 @@ def main_path(m: ModelView, names: Sequence[str], widths: Sequence[tuple[int, in
             edges[i] = {j for j in range(i + 1, len(names)) if widths[j][0] == widths[i][1]}
     chain = _longest_chain(len(names), edges)
     median = float(np.median([widths[i][1] for i in chain])) if chain else 0.0
-    while len(chain) > 3 and widths[chain[-1]][1] * HEAD_NARROWING <= median:
+    while len(chain) > 3 and widths[chain[-1]][1] * FINDINGS.head_narrowing <= median:
         chain.pop()
     return chain
 
@@ -227,9 +221,9 @@ def _rank_corr(values: np.ndarray) -> float:
 def direction(values: np.ndarray) -> str:
     """Return 'falls', 'rises' or 'shows no steady trend' for values in depth order (rank and end points agree)."""
     rho = _rank_corr(values)
-    if rho <= -TREND_RHO and values[-1] < values[0]:
+    if rho <= -FINDINGS.trend_rho and values[-1] < values[0]:
         return "falls"
-    if rho >= TREND_RHO and values[-1] > values[0]:
+    if rho >= FINDINGS.trend_rho and values[-1] > values[0]:
         return "rises"
     return "shows no steady trend"
 
@@ -257,9 +251,9 @@ def _init_trend(analyses: list[Any], values: np.ndarray, way: str) -> str:
     if init_way == way:
         start, now = _overall(np.array(stds)), _overall(values)
         change = now / start
-        if change >= STEEPER:
+        if change >= FINDINGS.steeper:
             effect = f"; training made it {plain(change, 3)}× stronger end to end"
-        elif change <= 1 / STEEPER:
+        elif change <= 1 / FINDINGS.steeper:
             effect = f"; training made it {plain(1 / change, 3)}× weaker end to end"
         else:
             effect = ""

@@ -138,5 +138,22 @@ class ReleaseThresholds:
     figures and well above float32 rounding of the statistics."""
 
 
+@dataclass(frozen=True)
+class FindingThresholds:
+    """Limits that decide which sentences the findings write; they never change a verdict or an alert."""
+
+    trend_rho: float = 0.5
+    """A rank correlation of this size or more between mean |w| and depth, with end points that agree, is
+    called a trend (rises or falls); below it the values show no steady trend."""
+
+    head_narrowing: int = 16
+    """A layer at the end of the main path whose output is this many times narrower than the path's median
+    width is a scoring head (HED's 1-channel side outputs), not part of the feature hierarchy."""
+
+    steeper: float = 1.5
+    """An end-to-end change of mean |w| this many times the initializer's own is said to be training's doing."""
+
+
 RELEASES = ReleaseThresholds()
 DISPLAY = Display()
+FINDINGS = FindingThresholds()
