@@ -166,7 +166,7 @@ def histogram(model: ModelView, a: TensorAnalysis, label: str, fid: str) -> Figu
 
 
 def _kernel_series(m: ModelView) -> list[tuple[str, TensorAnalysis]]:
-    return [(layer.name, a) for layer in m.weighted_layers if (a := m.analysis(layer.name, "kernel")) is not None]
+    return [(layer.name, a) for layer in m.weighted_layers if (a := m.kernel(layer)) is not None]
 
 
 def depth_trend(models: tuple[ModelView, ...], family: TrendFamily, fid: str) -> FigureData | None:
@@ -330,7 +330,7 @@ def diagnosis_depth(model: ModelView, fid: str) -> FigureData | None:
     rows = []
     for layer in model.weighted_layers:
         v = model.verdict(layer.name)
-        a = model.analysis(layer.name, "kernel")
+        a = model.kernel(layer)
         if v is None or a is None:
             continue
         ratio = a.init_check.std_ratio if a.init_check is not None else float("nan")

@@ -499,10 +499,13 @@ def limit_table(report: ReportModel) -> tuple[tuple[str, ...], str, tuple[LimitR
         return (), "", ()
     rows, kinds = [], set()
     for layer in models[0].weighted_layers:
+        kernel = layer.param("kernel")
+        if kernel is None:
+            continue
         cells: list[tuple[float, float] | None] = []
         ref = None
         for m in models:
-            a = m.analysis(layer.name, "kernel")
+            a = m.analysis(layer.name, kernel.name)
             ok = a is not None and a.init is not None and a.init.family == "uniform" and a.init.limit
             if not ok or a is None or a.init is None:
                 cells.append(None)

@@ -72,6 +72,11 @@ class ModelView:
         """Return the analysis of one tensor, or None."""
         return self.analyses.get((layer, param))
 
+    def kernel(self, layer: LayerInfo) -> TensorAnalysis | None:
+        """Return the analysis of a layer's kernel, whatever the format names it (kernel, weight, ...)."""
+        ref = layer.param("kernel")
+        return self.analysis(layer.name, ref.name) if ref is not None else None
+
     def verdict(self, layer: str) -> Verdict | None:
         """Return the diagnosis verdict of a layer, or None."""
         for v in self.diagnosis.verdicts:
