@@ -84,9 +84,32 @@ def output_units(values: np.ndarray | ChunkFactory, shape: tuple[int, ...], layo
 _UNIT_BLOCK = 1 << 22
 
 
+def _nonzero(part: np.ndarray) -> np.ndarray:
+    """Return part != 0 per value; floats of 16 bits or fewer are tested on their bits, without a sign."""
+    if _sign_and_zero_bits(part.dtype):
+        # bfloat16 and float8 compare through a scalar loop per value; the bits without the sign bit are
+        # zero exactly for +0 and -0 (NaN and Inf count as non-zero, as with != 0), at a tenth of the cost.
+        bits = part.view(np.uint16 if part.dtype.itemsize == 2 else np.uint8)
+        return np.left_shift(bits, 1, dtype=bits.dtype) != 0
+    return part != 0
+
+
+@functools.cache
+def _sign_and_zero_bits(dt: np.dtype) -> bool:
+    """Return whether dt is a float of 16 bits or fewer whose only zeros are the all-zero bits and -0."""
+    if dt.itemsize > 2 or not (dt.kind == "f" or (dt.kind == "V" and dt.type.__module__.startswith("ml_dtypes"))):
+        return False
+    try:
+        bits = np.array([0.0, -0.0]).astype(dt).view(np.uint16 if dt.itemsize == 2 else np.uint8)
+    except (TypeError, ValueError):
+        return False
+    # Types without -0 (float8 *fnuz: that pattern is NaN) or without any zero (e8m0) keep the comparison.
+    return int(bits[0]) == 0 and int(bits[1]) == 1 << (8 * dt.itemsize - 1)
+
+
 def _mark_alive(alive: np.ndarray, part: np.ndarray, offset: int, units: int, per_unit: int, layout: str) -> None:
     """Set alive[u] for every unit u that has a non-zero value in part, which starts at flat offset."""
-    nonzero = part != 0
+    nonzero = _nonzero(part)
     if layout == "torch":
         if offset % per_unit == 0 and part.size % per_unit == 0:
             first = offset // per_unit
