@@ -108,18 +108,29 @@ def _sign_and_zero_bits(dt: np.dtype) -> bool:
 
 
 def _mark_alive(alive: np.ndarray, part: np.ndarray, offset: int, units: int, per_unit: int, layout: str) -> None:
-    """Set alive[u] for every unit u that has a non-zero value in part, which starts at flat offset."""
+    """Set alive[u] for every unit u that has a non-zero value in part, which starts at flat offset.
+
+    The values form rows of `per_unit` (torch: one row per unit) or of `units` (keras: one column per
+    unit); a part that starts or ends inside a row has that partial row folded on its own, so chunks
+    of any size take the reshaped whole-row path for the rest.
+    """
     nonzero = _nonzero(part)
-    if layout == "torch":
-        if offset % per_unit == 0 and part.size % per_unit == 0:
-            first = offset // per_unit
-            alive[first : first + part.size // per_unit] |= nonzero.reshape(-1, per_unit).any(axis=1)
+    width = per_unit if layout == "torch" else units
+    head = min(nonzero.size, -offset % width)
+    body = (nonzero.size - head) // width * width
+    pieces = ((offset, nonzero[:head]), (offset + head + body, nonzero[head + body :]))
+    for at, row in pieces:
+        if row.size and layout == "torch":
+            alive[at // per_unit] |= bool(row.any())
+        elif row.size:
+            alive[at % units : at % units + row.size] |= row
+    if body:
+        rows = nonzero[head : head + body].reshape(-1, width)
+        if layout == "torch":
+            first = (offset + head) // per_unit
+            alive[first : first + rows.shape[0]] |= rows.any(axis=1)
         else:
-            alive[(offset + np.flatnonzero(nonzero)) // per_unit] = True
-    elif offset % units == 0 and part.size % units == 0:
-        alive |= nonzero.reshape(-1, units).any(axis=0)
-    else:
-        alive[(offset + np.flatnonzero(nonzero)) % units] = True
+            alive |= rows.any(axis=0)
 
 
 def _row_blocks(source: WeightSource, ref: TensorRef, step: int) -> Iterator[np.ndarray]:

@@ -12,11 +12,10 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from reportgen import kernels
 from reportgen.analysis import _nonzero, output_units
 from reportgen.errors import SourceError
 from reportgen.sources.safetensors_file import iter_file_chunks
-from reportgen.stats import compute_stats
+from reportgen.stats import compute_stats, kernels
 
 needs_numba = pytest.mark.skipif(kernels._compiled() is None, reason="numba not installed")
 
@@ -125,3 +124,26 @@ def test_cache_dir_falls_back_to_a_writable_folder(monkeypatch: pytest.MonkeyPat
     folder = Path(os.environ["NUMBA_CACHE_DIR"])
     assert folder.is_dir() and folder.name.startswith("reportgen-numba-")
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+
+
+@pytest.mark.parametrize("dtype", [ml_dtypes.bfloat16, np.float16, np.int8])
+def test_init_check_of_narrow_types_counts_like_float32(dtype: type) -> None:
+    from reportgen.initcheck import check_init
+    from reportgen.initializers import distribution
+    from reportgen.sources.base import InitSpec
+
+    rng = np.random.default_rng(4)
+    scale = 40.0 if dtype is np.int8 else 0.05
+    w = (rng.uniform(-1.0, 1.0, size=(300, 1000)) * scale).astype(dtype)
+    w[0, :50] = 127 if dtype is np.int8 else 0.2  # beyond the bound
+    dist = distribution(InitSpec("glorot_uniform"), (1000, 300), "torch", None)
+    assert dist is not None
+    as_f32 = w.astype(np.float32)
+    stats = compute_stats(w)
+    narrow = check_init(_bf16_chunks(w.reshape(-1), 70_001), dist, stats, sample_size=5_000)
+    wide = check_init(as_f32, dist, compute_stats(as_f32), sample_size=5_000)
+    assert narrow.inside_share == wide.inside_share
+    assert 0.0 < narrow.inside_share < 1.0
+    # The float32 reference counts by hand.
+    assert narrow.inside_share * w.size == np.count_nonzero(np.abs(as_f32) <= np.float32(dist.limit * (1 + 1e-6)))
+    assert (narrow.ks_stat, narrow.ks_pvalue) == (wide.ks_stat, wide.ks_pvalue)

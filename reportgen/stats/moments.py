@@ -9,12 +9,11 @@ import numpy as np
 
 from reportgen.errors import SourceError
 from reportgen.stats.blocks import (
-    TABLE_BLOCK,
     Scratch,
     aligned_blocks,
-    cut_blocks,
     dot,
 )
+from reportgen.stats.kernels import count_patterns
 from reportgen.stats.model import Histogram, TensorStats
 from reportgen.thresholds import NEAR_ZERO_REL
 
@@ -115,8 +114,7 @@ def first_pass(chunks: Iterator[np.ndarray], block: int, scratch: Scratch) -> To
                 raise SourceError(f"tensor chunks mix dtypes {tot.dtype} and {chunk.dtype}")
             tot.count += chunk.size
             if tot.table is not None and view is not None:
-                for piece in cut_blocks((chunk,), TABLE_BLOCK):
-                    tot.table += np.bincount(piece.view(view), minlength=tot.table.size)
+                count_patterns(chunk.reshape(-1).view(view), tot.table)
             else:
                 yield chunk
 
