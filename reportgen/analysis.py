@@ -20,9 +20,9 @@ from reportgen.stats import (
     TensorStats,
     aligned_blocks,
     clipped_histogram,
-    compute_stats,
     flat_pieces,
     readable_range,
+    stats_and_patterns,
 )
 from reportgen.thresholds import DISPLAY
 from reportgen.vocab import SpectralFit
@@ -161,11 +161,11 @@ def analyze_tensor(source: WeightSource, layer: LayerInfo, ref: TensorRef, optio
         values = functools.partial(source.iter_chunks, ref)
     else:
         values = np.asarray(source.read(ref))
-    stats = compute_stats(values, shape=ref.shape, dtype=ref.dtype, bins=options.bins)
+    stats, patterns = stats_and_patterns(values, shape=ref.shape, dtype=ref.dtype, bins=options.bins)
     dist = initializers.distribution(ref.init, ref.shape, ref.layout, kernel_shape(layer))
     check = None
     if dist is not None and stats.finite > 0:
-        check = check_init(values, dist, stats, sample_size=options.ks_sample)
+        check = check_init(values, dist, stats, sample_size=options.ks_sample, patterns=patterns)
     dead = units = None
     if ref.role == "kernel" and len(ref.shape) >= 2:
         flags = output_units(values, ref.shape, ref.layout)
@@ -187,5 +187,5 @@ def analyze_tensor(source: WeightSource, layer: LayerInfo, ref: TensorRef, optio
         del whole
     view = None
     if (rng := readable_range(stats, DISPLAY.view_widen, DISPLAY.view_trigger)) is not None:
-        view = clipped_histogram(values, rng[0], rng[1], options.bins)
+        view = clipped_histogram(values, rng[0], rng[1], options.bins, patterns)
     return TensorAnalysis(layer.name, ref.name, ref.role, stats, dist, check, spec, dead, units, view)

@@ -95,13 +95,21 @@ def _inside(chunk: np.ndarray, mean: float, bound: float) -> np.ndarray:
 
 
 def _scan(
-    chunks: Callable[[], Iterator[np.ndarray]], count: int, sample_size: int, seed: int, mean: float, bound: float
+    chunks: Callable[[], Iterator[np.ndarray]],
+    count: int,
+    sample_size: int,
+    seed: int,
+    mean: float,
+    bound: float,
+    patterns: np.ndarray | None,
 ) -> tuple[np.ndarray, int]:
-    """Read the values once: the finite KS sample as float64 (the same for any chunking) and the count inside."""
+    """Read the values once: the finite KS sample as float64 (the same for any chunking) and the count inside.
+
+    patterns: counts per bit pattern already made by the statistics; the count inside then comes from them.
+    """
     idx = _sample_positions(count, sample_size, seed) if count > sample_size else None
     picked, start, inside = [], 0, 0
-    table: np.ndarray | None = None
-    lut: np.ndarray | None = None
+    table, lut, counting = patterns, None, False
     for c in chunks():
         if idx is None:
             picked.append(c.astype(np.float64))
@@ -109,16 +117,17 @@ def _scan(
             lo, hi = np.searchsorted(idx, [start, start + c.size])
             if hi > lo:
                 picked.append(c[idx[lo:hi] - start])
-        start += c.size
-        if table is None and lut is None:
-            lut = _inside_table(c.dtype, mean, bound)
-            table = None if lut is None else np.zeros(lut.size, dtype=np.int64)
-        if table is not None:
+        if start == 0:
             # Types of 16 bits or fewer: count bit patterns, then look the bound up once per pattern.
+            lut = _inside_table(c.dtype, mean, bound)
+            counting = lut is not None and table is None
+            table = np.zeros(lut.size, dtype=np.int64) if counting and lut is not None else table
+        start += c.size
+        if counting and table is not None:
             count_patterns(c.reshape(-1).view(np.uint16 if c.dtype.itemsize == 2 else np.uint8), table)
-        else:
+        elif lut is None:
             inside += int(np.count_nonzero(_inside(c, mean, bound)))
-    if table is not None and lut is not None:
+    if lut is not None and table is not None:
         inside = int(table[lut].sum())
     x = np.concatenate(picked).astype(np.float64) if picked else np.zeros(0)
     return x[np.isfinite(x)], inside
@@ -131,10 +140,12 @@ def check_init(
     *,
     sample_size: int = 200_000,
     seed: int = 0,
+    patterns: np.ndarray | None = None,
 ) -> InitCheck:
     """Compare a tensor with its init distribution: KS test, bound share, scale, kurtosis.
 
-    values is the tensor, or a function returning its values as 1-D chunks (read one at a time).
+    values is the tensor, or a function returning its values as 1-D chunks (read one at a time);
+    patterns its counts per bit pattern where the statistics made them (types of 16 bits or fewer).
     """
     chunks = flat_pieces(values, _CHUNK)
     n = stats.finite
@@ -167,7 +178,7 @@ def check_init(
         bound, rule, expected = dist.limit * (1 + 1e-6), "|w - mean| <= limit", 1.0
     else:
         bound, rule, expected = 3.0 * dist.std, "|w - mean| <= 3 std", math.erf(3.0 / math.sqrt(2.0))
-    sample, inside = _scan(chunks, stats.count, sample_size, seed, dist.mean, bound)
+    sample, inside = _scan(chunks, stats.count, sample_size, seed, dist.mean, bound, patterns)
     if sample.size:
         from scipy import stats as sps
 

@@ -147,3 +147,30 @@ def test_init_check_of_narrow_types_counts_like_float32(dtype: type) -> None:
     # The float32 reference counts by hand.
     assert narrow.inside_share * w.size == np.count_nonzero(np.abs(as_f32) <= np.float32(dist.limit * (1 + 1e-6)))
     assert (narrow.ks_stat, narrow.ks_pvalue) == (wide.ks_stat, wide.ks_pvalue)
+
+
+def test_patterns_from_the_statistics_give_the_same_analysis() -> None:
+    from reportgen.initcheck import check_init
+    from reportgen.initializers import distribution
+    from reportgen.sources.base import InitSpec
+    from reportgen.stats import clipped_histogram, stats_and_patterns
+
+    rng = np.random.default_rng(5)
+    w = (rng.standard_normal(400_000) * 0.02).astype(ml_dtypes.bfloat16)
+    w[:30] = 3.0  # outliers: the readable range is narrower than [min, max]
+    chunks = _bf16_chunks(w, 50_000)
+    stats, patterns = stats_and_patterns(chunks)
+    assert patterns is not None and not patterns.flags.writeable
+    assert stats == compute_stats(w)
+    dist = distribution(InitSpec("he_normal"), (400, 1000), "torch", None)
+    assert dist is not None
+    with_table = check_init(chunks, dist, stats, sample_size=10_000, patterns=patterns)
+    assert with_table == check_init(chunks, dist, stats, sample_size=10_000)
+    f = w.astype(np.float64)
+    assert with_table.inside_share * w.size == np.count_nonzero(
+        np.abs(w.astype(np.float32)) <= np.float32(3 * dist.std)
+    )
+    got = clipped_histogram(chunks, -0.05, 0.06, 30, patterns)
+    assert got == clipped_histogram(chunks, -0.05, 0.06, 30)
+    assert (got.below, got.above) == (np.count_nonzero(f < -0.05), np.count_nonzero(f > 0.06))
+    assert got.counts == tuple(int(c) for c in np.histogram(f, bins=30, range=(-0.05, 0.06))[0])

@@ -47,7 +47,20 @@ def compute_stats(
     block: int = DEFAULT_BLOCK,
     select_max: int = DEFAULT_SELECT_MAX,
 ) -> TensorStats:
-    """Compute TensorStats from an array or from a factory of 1-D chunks (called at most three times).
+    """Compute TensorStats from an array or from a factory of 1-D chunks (called at most three times)."""
+    return stats_and_patterns(data, shape=shape, dtype=dtype, bins=bins, block=block, select_max=select_max)[0]
+
+
+def stats_and_patterns(
+    data: np.ndarray | ChunkFactory,
+    *,
+    shape: tuple[int, ...] | None = None,
+    dtype: str | None = None,
+    bins: int = 60,
+    block: int = DEFAULT_BLOCK,
+    select_max: int = DEFAULT_SELECT_MAX,
+) -> tuple[TensorStats, np.ndarray | None]:
+    """Compute TensorStats and, for types of 16 bits or fewer, the read-only count of every bit pattern.
 
     Types of 16 bits or fewer (bool, int8/16, uint8/16, float16, bfloat16, float8) take one pass that
     counts bit patterns; every number then comes exactly from that table of values and counts.
@@ -76,8 +89,9 @@ def compute_stats(
     shape = (tot.count,) if shape is None else shape
     dtype = dtype if dtype is not None else str(tot.dtype if tot.dtype is not None else np.dtype(np.float64))
     if tot.table is not None:
-        return from_table(tot, shape, dtype, bins)
-    return _from_passes(tot, shape, dtype, bins, chunks, block, select_max, scratch)
+        tot.table.flags.writeable = False
+        return from_table(tot, shape, dtype, bins), tot.table
+    return _from_passes(tot, shape, dtype, bins, chunks, block, select_max, scratch), None
 
 
 def _from_passes(
@@ -146,11 +160,28 @@ def readable_range(stats: TensorStats, widen: float, trigger: float) -> tuple[fl
     return (lo, hi) if hi - lo < trigger * full else None
 
 
-def clipped_histogram(values: np.ndarray | ChunkFactory, lo: float, hi: float, bins: int) -> ClippedHistogram:
-    """Count finite values in `bins` equal bins over [lo, hi] and those outside, reading one piece at a time."""
+def clipped_histogram(
+    values: np.ndarray | ChunkFactory, lo: float, hi: float, bins: int, patterns: np.ndarray | None = None
+) -> ClippedHistogram:
+    """Count finite values in `bins` equal bins over [lo, hi] and those outside, reading one piece at a time.
+
+    patterns: the counts per bit pattern from stats_and_patterns; then nothing is read again.
+    """
     counts = np.zeros(bins, dtype=np.int64)
     below = above = 0
-    for piece in flat_pieces(values, TABLE_BLOCK)():
+    if patterns is not None:
+        dt = next(iter(flat_pieces(values, 1)())).dtype
+        present = np.flatnonzero(patterns)
+        x = present.astype(np.uint16 if dt.itemsize == 2 else np.uint8).view(dt).astype(np.float64)
+        keep = np.isfinite(x)
+        x, w = x[keep], patterns[present[keep]]
+        below, above = int(w[x < lo].sum()), int(w[x > hi].sum())
+        # The same bin of each value as unweighted below; the float64 sums of integer weights are exact.
+        counts += np.rint(np.histogram(x, bins=bins, range=(lo, hi), weights=w.astype(np.float64))[0]).astype(np.int64)
+        pieces: Iterator[np.ndarray] = iter(())
+    else:
+        pieces = flat_pieces(values, TABLE_BLOCK)()
+    for piece in pieces:
         x = np.asarray(piece, dtype=np.float64)
         x = x[np.isfinite(x)]
         below += int(np.count_nonzero(x < lo))
@@ -172,4 +203,5 @@ __all__ = [
     "compute_stats",
     "flat_pieces",
     "readable_range",
+    "stats_and_patterns",
 ]
