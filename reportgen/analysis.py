@@ -6,6 +6,7 @@ import functools
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 
 import numpy as np
 
@@ -39,6 +40,12 @@ class AnalysisOptions:
     spectral_fit: SpectralFit = "csn"
     # Tensors with more elements are read in chunks (1 Mi elements each), never whole, except for the spectrum.
     stream_elems: int = 1 << 24
+    spectral_layers: tuple[str, ...] | None = None  # spectra only of layers whose name matches a pattern
+
+    def wants_spectrum(self, layer: str) -> bool:
+        """Return whether the layer's kernels get spectral metrics."""
+        chosen = self.spectral_layers
+        return self.spectral and (chosen is None or any(fnmatchcase(layer, p) for p in chosen))
 
 
 @dataclass(frozen=True)
@@ -171,7 +178,11 @@ def analyze_tensor(source: WeightSource, layer: LayerInfo, ref: TensorRef, optio
         flags = output_units(values, ref.shape, ref.layout)
         dead, units = int(flags.sum()), int(flags.size)
     spec = None
-    if options.spectral and ref.role in ("kernel", "depthwise_kernel", "pointwise_kernel") and len(ref.shape) >= 2:
+    if (
+        options.wants_spectrum(layer.name)
+        and ref.role in ("kernel", "depthwise_kernel", "pointwise_kernel")
+        and len(ref.shape) >= 2
+    ):
         rows: RowBlocks | None = None
         if isinstance(values, np.ndarray):
             whole = values

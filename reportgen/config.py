@@ -225,6 +225,9 @@ class ReportConfig(_Strict):
     models: list[ModelConfig] = Field(min_length=1)
     bins: int = Field(default=60, ge=5, le=1000)
     spectral: bool = True
+    spectral_layers: list[str] | None = Field(
+        default=None, min_length=1, description="layer-name patterns (shell-style) whose kernels get spectra"
+    )
     spectral_fit: SpectralFit = "csn"
     compare_to: str | None = None
     pdf: Literal["brief", "full"] = Field(

@@ -27,7 +27,7 @@ from reportgen.report_model import (
     ReportModel,
     SelectedView,
     find_comparisons,
-    sha256_file,
+    hash_files_meanwhile,
     slugify,
 )
 from reportgen.selection import select
@@ -179,7 +179,12 @@ def build_report_model(
 
     cfg = loaded.config
     timings = timings if timings is not None else {}
-    aopts = AnalysisOptions(bins=cfg.bins, spectral=cfg.spectral, spectral_fit=cfg.spectral_fit)
+    aopts = AnalysisOptions(
+        bins=cfg.bins,
+        spectral=cfg.spectral,
+        spectral_fit=cfg.spectral_fit,
+        spectral_layers=tuple(cfg.spectral_layers) if cfg.spectral_layers else None,
+    )
     views: list[ModelView] = []
     sources: list[tuple[int, ModelConfig, PlannedSource]] = []
     t0 = time.perf_counter()
@@ -205,12 +210,13 @@ def build_report_model(
             t1 = time.perf_counter()
             # Workers get each tensor's initializer with its job, so they reopen the file as it is.
             recipe = reopen_recipe(source, local_path(loaded, mc), None)
+            hashes = hash_files_meanwhile(source.info.files)
             analyses = executors.analyze(source, layers, aopts, recipe, mc.name, progress)
             timings["analysis"] += time.perf_counter() - t1
             diag = diagnose_model(mc.name, layers, analyses)
             alerts.extend(diag.alerts)
             selected = tuple(SelectedView(s, tuple(analyses[(s.layer.name, p.name)] for p in s.params)) for s in chosen)
-            files = tuple(sha256_file(f) for f in source.info.files if f.is_file())
+            files = hashes()
             views.append(
                 ModelView(
                     name=mc.name,
