@@ -23,10 +23,14 @@ class Run:
     peak_mib: float  # the largest sum over the process tree of each process's proportional set size (PSS)
     main_rss_mib: float  # peak resident set of the command's own process (exact, from the kernel)
     stdout: str
+    cpu_s: float = 0.0  # user + system CPU seconds of the command and its processes (sampled)
 
 
-def _tree_pss(pid: int) -> int:
-    """Return the summed PSS in bytes of pid and its descendants (RSS where PSS cannot be read)."""
+def _tree_pss(pid: int, cpu: dict[int, float] | None = None) -> int:
+    """Return the summed PSS in bytes of pid and its descendants (RSS where PSS cannot be read).
+
+    cpu: updated with each process's user + system seconds so far, by pid.
+    """
     import psutil
 
     try:
@@ -36,6 +40,10 @@ def _tree_pss(pid: int) -> int:
         return 0
     total = 0
     for p in procs:
+        if cpu is not None:
+            with contextlib.suppress(psutil.Error):
+                t = p.cpu_times()
+                cpu[p.pid] = max(cpu.get(p.pid, 0.0), t.user + t.system)
         try:
             # PSS splits pages shared between processes (a forkserver's children, libraries) among them.
             total += p.memory_full_info().pss
@@ -53,11 +61,12 @@ def run(args: list[str], env: dict[str, str] | None = None, cwd: Path = ROOT) ->
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=full_env, cwd=cwd, text=True)
     peak = 0
     done = threading.Event()
+    cpu: dict[int, float] = {}
 
     def sample() -> None:
         nonlocal peak
         while not done.is_set():
-            peak = max(peak, _tree_pss(proc.pid))
+            peak = max(peak, _tree_pss(proc.pid, cpu))
             done.wait(SAMPLE_S)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -75,7 +84,10 @@ def run(args: list[str], env: dict[str, str] | None = None, cwd: Path = ROOT) ->
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(args)} exited {proc.returncode}: {err[-2000:]}")
     main_rss = usage.ru_maxrss / 1024
-    return Run(wall, max(peak / (1 << 20), main_rss), main_rss, out[0] if out else "")
+    # Worker processes of a fork server are not the command's waited-for children: sum what was sampled.
+    cpu[proc.pid] = usage.ru_utime + usage.ru_stime
+    cpu_s = sum(cpu.values())
+    return Run(wall, max(peak / (1 << 20), main_rss), main_rss, out[0] if out else "", cpu_s)
 
 
 def python(*args: str, env: dict[str, str] | None = None) -> Run:

@@ -140,18 +140,20 @@ def main() -> None:
         f"{hb['json_s']:.1f} s / {hb['all_s']:.1f} s",
     )
     row("  history.pdf pages; history.html size", f"{hb['pdf_pages']:.0f} pages; {hb['html_kib']:.0f} KiB")
+    import llm_bench
+
+    folder = llm_bench.checkpoint()
+    for r in llm_bench.rows(folder):
+        row(*r)
     try:
         import distributed  # noqa: F401
-
-        d = subprocess_json(["bench/dask_bench.py", "--workdir", str(WORK)])
-        row(
-            f"analysis of a {d['size_gb']:.1f} GiB sharded checkpoint ({d['tensors']} tensors)",
-            f"pool {d['local_s']:.1f} s, Dask {d['dask_s']:.1f} s",
-        )
-        row("  Dask LocalCluster / local process pool", f"{d['dask/local']:.2f}x (overhead)")
-        row("  client peak RSS", f"{d['client_max_rss_mb']:.0f} MiB")
     except ImportError:
         row("Dask LocalCluster vs local process pool", "dask[distributed] not installed")
+    else:
+        import dask_bench
+
+        for r in dask_bench.rows(folder):
+            row(*r)
     print(f"\nbench finished in {time.perf_counter() - t_all:.0f} s")
 
 

@@ -174,3 +174,14 @@ def test_patterns_from_the_statistics_give_the_same_analysis() -> None:
     assert got == clipped_histogram(chunks, -0.05, 0.06, 30)
     assert (got.below, got.above) == (np.count_nonzero(f < -0.05), np.count_nonzero(f > 0.06))
     assert got.counts == tuple(int(c) for c in np.histogram(f, bins=30, range=(-0.05, 0.06))[0])
+
+
+@needs_numba
+def test_a_process_switches_to_the_loop_after_many_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("REPORTGEN_JIT", raising=False)
+    monkeypatch.setattr(kernels, "_counted", 0)
+    monkeypatch.setattr(kernels, "JIT_AFTER", 1000)
+    assert kernels._loops(600) is None
+    assert kernels._loops(600) is not None
+    monkeypatch.setenv("REPORTGEN_JIT", "0")
+    assert kernels._loops(10**9) is None
