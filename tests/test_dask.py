@@ -223,3 +223,13 @@ def test_unreachable_scheduler_is_a_config_error(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(executor, "SCHEDULER_TIMEOUT_S", 1)
     with pytest.raises(ConfigError, match=r"cannot connect to the Dask scheduler at tcp://127\.0\.0\.1:9"):
         Executors("dask", "tcp://127.0.0.1:9").backend("dask")
+
+
+def test_local_cluster_workers_keep_glibc_adaptive_malloc(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A fixed trim threshold maps and zero-fills every temporary array anew: 2x the pool's CPU.
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    with Executors("dask", workers=1) as ex:
+        backend = ex.backend("dask")
+        env = backend.client.run(lambda: dict(os.environ))  # type: ignore[attr-defined]
+    assert env and all("MALLOC_TRIM_THRESHOLD_" not in e for e in env.values())
+    assert "MALLOC_TRIM_THRESHOLD_" not in os.environ
