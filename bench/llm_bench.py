@@ -157,6 +157,16 @@ def cat_seconds(folder: Path) -> float:
     return time.perf_counter() - t
 
 
+def sha256_seconds(folder: Path) -> tuple[float, float]:
+    """Return (wall, CPU) seconds of hashing every shard as a build does, on one core."""
+    from reportgen.report_model import sha256_file
+
+    t, c = time.perf_counter(), time.process_time()
+    for f in shard_files(folder):
+        sha256_file(f)
+    return time.perf_counter() - t, time.process_time() - c
+
+
 def build(folder: Path, workdir: Path, extra: str = "") -> measure.Run:
     """Run `reportgen build` (stats.json only) on the checkpoint with extra config lines."""
     cfg = workdir / "llm.yaml"
@@ -242,6 +252,10 @@ def rows(folder: Path | None = None, spectra: bool = True) -> list[Row]:
         Row("  reportgen build, spectral: false", f"{run.wall_s:.2f} s, CPU {run.cpu_s:.1f} s"),
         Row("  speed build / cat", f"{speed:.2f}x", ">= 0.5x", speed >= 0.5),
         Row("  CPU per value (all processes)", f"{run.cpu_s / values * 1e9:.2f} ns"),
+    ]
+    hash_wall, hash_cpu = sha256_seconds(folder)
+    out += [
+        Row("  of which SHA-256 of the shards (one core)", f"{hash_wall:.2f} s, CPU {hash_cpu:.2f} s"),
         Row(
             "  peak memory (sum of PSS)",
             f"{run.peak_mib:.0f} MiB",
