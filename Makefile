@@ -38,6 +38,10 @@ fuzz: $(VENV)/.installed ## fuzz the readers' inputs for longer (REPORTGEN_FUZZ_
 test-fast: $(VENV)/.installed ## the fast subset: no TensorFlow, no model training, no browser (under a minute)
 	REPORTGEN_TEST_FAST=1 REPORTGEN_FUZZ_EXAMPLES=10 $(PY) -m pytest -q -m "not slow and not browser" $(ARGS)
 
+.PHONY: schema
+schema: $(VENV)/.installed ## regenerate reportgen/schema/stats.schema.json from the stats.json types (reportgen/stats_json.py)
+	$(PY) -m reportgen.schema
+
 .PHONY: update-gold
 update-gold: $(VENV)/.installed ## rewrite tests/gold/ (stats.json, HTML outline, diff.json of a small fixed model) from the current output
 	REPORTGEN_UPDATE_GOLD=1 $(PY) -m pytest -q tests/test_gold.py $(ARGS)

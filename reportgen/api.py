@@ -350,14 +350,12 @@ def compare(old: Report | str | Path, new: Report | str | Path, *, weights: bool
     value by value (relative change, cosine similarity).
     """
     from reportgen.diff import compute_diff
-    from reportgen.stats_json import LoadedStats, load, parse
+    from reportgen.stats_json import LoadedStats, load, of_report
 
     def document(side: Report | str | Path) -> tuple[LoadedStats, str]:
         if isinstance(side, Report):
-            from reportgen.render.json_report import stats_document
-
-            # The same typed document a saved stats.json gives, read through the same parser.
-            return parse(stats_document(side.model), f"report {side.title!r}"), side.title
+            # The same typed document a saved stats.json gives, built from the report without JSON.
+            return of_report(side.model), side.title
         return load(side), str(side)
 
     (old_doc, old_label), (new_doc, new_label) = document(old), document(new)
@@ -395,11 +393,7 @@ def _open_memory(loaded: LoadedConfig, models: Mapping[str, Any]) -> dict[str, W
     """Open the in-memory models the config names; refuse ones it does not name, so typos surface."""
     from reportgen.sources.memory import open_object
 
-    named = {
-        mc.path[len(MEMORY_PREFIX) :]: (i, mc)
-        for i, mc in enumerate(loaded.config.models)
-        if mc.path is not None and mc.path.startswith(MEMORY_PREFIX)
-    }
+    named = {entry.memory_key: entry for entry in loaded.models if entry.memory_key is not None}
     unused = sorted(set(models) - set(named))
     if unused:
         raise ConfigError(
@@ -408,11 +402,11 @@ def _open_memory(loaded: LoadedConfig, models: Mapping[str, Any]) -> dict[str, W
     opened: dict[str, WeightSource] = {}
     try:
         for key, obj in models.items():
-            i, mc = named[key]
+            entry = named[key]
             try:
-                opened[key] = open_object(obj, mc.init_plan().default)
+                opened[key] = open_object(obj, entry.init_plan.default)
             except SourceError as exc:
-                raise SourceError(f"{loaded.where('models', i, 'path')}: {exc}") from None
+                raise SourceError(f"{entry.where_source}: {exc}") from None
     except BaseException:
         for source in opened.values():
             source.close()

@@ -8,6 +8,7 @@ import os
 import re
 import stat
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -16,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from reportgen.errors import ConfigError, printable
 from reportgen.init_plan import NAMED, OVERRIDE_ROLES, InitPlan, InitRule, parse_spec
+from reportgen.sources.safety import PathWords, check_path, open_regular
 from reportgen.vocab import OUTPUT_FORMATS, ExecutorKind, OutputFormat, SpectralFit
 
 MAX_CONFIG_BYTES = 1 << 20  # a config is a few KB; anything this large is not one
@@ -244,8 +246,34 @@ class ReportConfig(_Strict):
         return self
 
 
+@dataclass(frozen=True)
+class ModelEntry:
+    """One model of a config as validation resolved it, once, for the pipeline, the executor and workers.
+
+    Its weights are at exactly one of path, hf, memory_key or (a Keras application) weights; the
+    where* strings are the 'file:line: key' that start every error about the model.
+    """
+
+    index: int
+    config: ModelConfig
+    init_plan: InitPlan
+    where: str  # models[i]
+    where_source: str  # the key that names the weights: models[i].path, or models[i].keras
+    where_weights: str  # models[i].weights, for Keras applications
+    where_overrides: tuple[str, ...]  # models[i].init_overrides[j].layers
+    path: Path | None = None  # a local file or folder: relative to the config's folder, pkg: found
+    hf: str | None = None  # hf:ORG/NAME: fetched when the build opens it, as that may download
+    memory_key: str | None = None  # memory:KEY, a model handed to the Python API
+    weights: Path | str | None = None  # Keras application: None (random init), 'imagenet' or its weights file
+
+    @property
+    def name(self) -> str:
+        """Return the model's name from the config."""
+        return self.config.name
+
+
 class LoadedConfig:
-    """A validated config with the file it came from, for resolving relative paths."""
+    """A validated config with the file it came from and each model's paths and initializers resolved."""
 
     def __init__(
         self, config: ReportConfig, path: Path, text: str, lines: dict[tuple[Any, ...], int] | None = None
@@ -255,6 +283,43 @@ class LoadedConfig:
         self.text = text
         self.lines = lines or {}
         self._resolved: dict[str, Path] = {}
+        entries: list[ModelEntry] = []
+        problems: list[str] = []
+        for i, mc in enumerate(config.models):
+            try:
+                entries.append(self._entry(i, mc))
+            except ConfigError as exc:
+                problems.extend(exc.messages)
+        if problems:
+            raise ConfigError(problems)
+        self.models = tuple(entries)
+
+    def _entry(self, index: int, mc: ModelConfig) -> ModelEntry:
+        """Resolve one model entry: its weights' location, its initializer plan, its error locations."""
+        at = ("models", index)
+        found: dict[str, Any] = {}
+        if mc.keras is not None:
+            weights = mc.weights
+            local = weights not in (None, "imagenet") and not str(weights).startswith("hf:")
+            found["weights"] = self.resolve(str(weights)) if local else weights
+        elif mc.path is not None and mc.path.startswith(MEMORY_PREFIX):
+            found["memory_key"] = mc.path[len(MEMORY_PREFIX) :]
+        elif mc.path is not None and mc.path.startswith("hf:"):
+            found["hf"] = mc.path
+        elif mc.path is not None:
+            found["path"] = self.resolve(mc.path)
+        return ModelEntry(
+            index=index,
+            config=mc,
+            init_plan=mc.init_plan(),
+            where=self.where(*at),
+            where_source=self.where(*at, "keras" if mc.keras is not None else "path"),
+            where_weights=self.where(*at, "weights"),
+            where_overrides=tuple(
+                self.where(*at, "init_overrides", j, "layers") for j in range(len(mc.init_overrides))
+            ),
+            **found,
+        )
 
     def where(self, *loc: Any) -> str:
         """Return 'file:line: key.path' for a location in the config, for error messages."""
@@ -470,33 +535,25 @@ def parse_config(text: str, path: Path) -> LoadedConfig:
     return LoadedConfig(config, path, text, lines)
 
 
+# A config is refused as a source file is (one implementation), but as a config error, exit code 3.
+_CONFIG_FILE = PathWords(ConfigError, "config file", "cannot read the config", "cannot read the config")
+
+
 def load_config(path: str | Path) -> LoadedConfig:
     """Read and validate a config file; a FIFO, device or socket is refused before it is opened."""
     p = Path(path)
     name = printable(str(p), 300)
-    try:
-        st = os.stat(p)
-    except ValueError:
-        raise ConfigError(f"{name}: invalid file name (NUL byte)") from None
-    except FileNotFoundError:
-        raise ConfigError(f"{name}: no such config file") from None
-    except OSError as exc:
-        raise ConfigError(f"{name}: cannot read the config ({exc.strerror or type(exc).__name__})") from None
+    st = check_path(p, words=_CONFIG_FILE)
     if stat.S_ISDIR(st.st_mode):
         raise ConfigError(f"{name}: is a folder, not a config file")
-    if not stat.S_ISREG(st.st_mode):
-        raise ConfigError(f"{name}: not a regular file (a FIFO, socket or device); refused")
     if st.st_size > MAX_CONFIG_BYTES:
         raise ConfigError(f"{name}: config is {st.st_size} bytes; the limit is {MAX_CONFIG_BYTES}")
-    try:
-        # O_NONBLOCK: if the path was swapped for a FIFO since the check, open returns instead of waiting.
-        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
-        with os.fdopen(fd, "rb") as fh:
-            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
-                raise ConfigError(f"{name}: not a regular file (a FIFO, socket or device); refused")
+    # The open refuses a path swapped for a FIFO since the check without waiting on it.
+    with os.fdopen(open_regular(p, words=_CONFIG_FILE), "rb") as fh:
+        try:
             raw = fh.read(MAX_CONFIG_BYTES + 1)
-    except OSError as exc:
-        raise ConfigError(f"{name}: cannot read the config ({exc.strerror or type(exc).__name__})") from None
+        except OSError as exc:
+            raise ConfigError(f"{name}: cannot read the config ({exc.strerror or type(exc).__name__})") from None
     if len(raw) > MAX_CONFIG_BYTES:
         raise ConfigError(f"{name}: config is larger than the limit of {MAX_CONFIG_BYTES} bytes")
     try:

@@ -16,7 +16,7 @@ from typing import Any
 
 from reportgen.analysis import AnalysisOptions, TensorAnalysis, analyze_tensor
 from reportgen.errors import ConfigError, SourceError
-from reportgen.sources.base import LayerInfo, TensorRef, WeightSource
+from reportgen.sources.base import InitSpec, LayerInfo, TensorRef, WeightSource
 from reportgen.sources.formats import in_memory, reopenable
 from reportgen.vocab import EXECUTOR_KINDS, ExecutorKind
 
@@ -45,7 +45,7 @@ class ReopenRecipe:
 
     format: str
     path: str  # absolute, as the config resolved it; workers must see the same path
-    init: str | None  # the config's init statement, reapplied on reopen
+    init: InitSpec | None  # the initializer statement as the config resolved it, reapplied on reopen
     files: tuple[tuple[str, int], ...]  # (path, size) of every input file, to notice a different copy
 
 
@@ -66,7 +66,7 @@ class Failure:
     message: str
 
 
-def reopen_recipe(source: WeightSource, path: Path | None, init: str | None) -> ReopenRecipe | None:
+def reopen_recipe(source: WeightSource, path: Path | None, init: InitSpec | None) -> ReopenRecipe | None:
     """Return how a worker can reopen source, or None when it exists only in this process."""
     if path is None or in_memory(source.info.format):
         return None
@@ -135,7 +135,6 @@ _blas_limited = False
 
 def _reopen(recipe: ReopenRecipe) -> WeightSource:
     """Return the recipe's source, opened once per worker and reopened if a file changed."""
-    from reportgen import initializers
     from reportgen.sources.detect import open_path
 
     stamps = []
@@ -152,8 +151,7 @@ def _reopen(recipe: ReopenRecipe) -> WeightSource:
         if key in _cache:
             _cache.move_to_end(key)
             return _cache[key]
-        init = initializers.spec_from_name(recipe.init) if recipe.init else None
-        source = open_path(recipe.path, init=init)
+        source = open_path(recipe.path, init=recipe.init)
         if source.info.format != recipe.format:
             source.close()
             raise SourceError(f"{recipe.path}: this worker reads it as {source.info.format}, not {recipe.format}")

@@ -319,6 +319,7 @@ class PlannedSource(LayerView):
 
     def __init__(self, inner: WeightSource, plan: InitPlan, path: Path | None = None) -> None:
         self.inner = inner
+        self.path = path  # the local file or folder the config resolved, which workers reopen; None in memory
         layers = inner.layers()
         self.framework = detect_framework(inner.info, layers, path)
         self._layers, self.rule_hits, defaulted = plan_layers(layers, plan, self.framework)

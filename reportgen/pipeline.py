@@ -16,7 +16,7 @@ from pathlib import Path
 
 from reportgen import __version__
 from reportgen.analysis import AnalysisOptions
-from reportgen.config import MEMORY_PREFIX, LoadedConfig, ModelConfig
+from reportgen.config import LoadedConfig, ModelEntry
 from reportgen.diagnosis import Alert, diagnose_model
 from reportgen.errors import ConfigError, NetworkError, ReportgenError, SelectionError, SourceError
 from reportgen.executor import Executors, reopen_recipe
@@ -25,6 +25,7 @@ from reportgen.output import preflight, sha256_bytes, write_atomically
 from reportgen.report_model import (
     ModelView,
     ReportModel,
+    ReportOptions,
     SelectedView,
     find_comparisons,
     hash_files_meanwhile,
@@ -84,79 +85,71 @@ def library_versions() -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
-def open_model(
-    loaded: LoadedConfig, index: int, mc: ModelConfig, memory: Mapping[str, WeightSource] | None = None
-) -> PlannedSource:
+def open_model(entry: ModelEntry, memory: Mapping[str, WeightSource] | None = None) -> PlannedSource:
     """Open the weights source a model entry names, with the initializers its config and file give.
 
     memory holds the sources of `path: memory:KEY` entries (models handed to the Python API).
     """
-    inner = _open_source(loaded, index, mc, memory)
-    source = PlannedSource(inner, mc.init_plan(), local_path(loaded, mc))  # hf: was resolved (and cached) above
-    for i, hits in enumerate(source.rule_hits):
+    inner, path = _open_source(entry, memory)
+    source = PlannedSource(inner, entry.init_plan, path)
+    for where, hits, rule in zip(entry.where_overrides, source.rule_hits, entry.config.init_overrides, strict=True):
         if not hits:
             source.close()
-            where = loaded.where("models", index, "init_overrides", i, "layers")
-            names = ", ".join(mc.init_overrides[i].patterns)
-            raise SelectionError(f"{where}: {names!r} matches no layer of {mc.name!r}")
+            raise SelectionError(f"{where}: {', '.join(rule.patterns)!r} matches no layer of {entry.name!r}")
     return source
 
 
 def _open_source(
-    loaded: LoadedConfig, index: int, mc: ModelConfig, memory: Mapping[str, WeightSource] | None = None
-) -> WeightSource:
-    """Open the weights source a model entry names, as the file has it."""
-    if mc.keras is not None:
+    entry: ModelEntry, memory: Mapping[str, WeightSource] | None = None
+) -> tuple[WeightSource, Path | None]:
+    """Open the weights source a model entry names, as the file has it; return it with its local path."""
+    if entry.config.keras is not None:
+        from reportgen.sources.hf import resolve_hf
         from reportgen.sources.keras_app import build_application
 
-        weights: str | Path | None = mc.weights
-        if weights not in (None, "imagenet"):
-            weights = loaded.resolve(str(weights))
-            if not weights.exists():
-                raise SourceError(f"{loaded.where('models', index, 'weights')}: no such file: {weights}")
+        weights = entry.weights
+        if isinstance(weights, str) and weights.startswith("hf:"):
+            weights = resolve_hf(weights)
+        if isinstance(weights, Path) and not weights.exists():
+            raise SourceError(f"{entry.where_weights}: no such file: {weights}")
         try:
-            return build_application(mc.keras, weights, mc.name, seed=mc.seed)
+            return build_application(entry.config.keras, weights, entry.name, seed=entry.config.seed), None
         except NetworkError as exc:
-            raise NetworkError(f"{loaded.where('models', index, 'weights')}: {exc}") from None
+            raise NetworkError(f"{entry.where_weights}: {exc}") from None
         except SourceError as exc:
-            raise SourceError(f"{loaded.where('models', index, 'keras')}: {exc}") from None
+            raise SourceError(f"{entry.where_source}: {exc}") from None
     from reportgen.sources.detect import open_path
+    from reportgen.sources.hf import resolve_hf
 
-    assert mc.path is not None
-    where = loaded.where("models", index, "path")
-    if mc.path.startswith(MEMORY_PREFIX):
-        key = mc.path[len(MEMORY_PREFIX) :]
-        if memory is None or key not in memory:
+    where = entry.where_source
+    if entry.memory_key is not None:
+        if memory is None or entry.memory_key not in memory:
             given = ", ".join(sorted(memory or {})) or "none"
-            raise ConfigError(f"{where}: no in-memory model {key!r} was passed (given: {given})")
-        return memory[key]
-    try:
-        path = loaded.resolve(mc.path)
-    except NetworkError as exc:
-        raise NetworkError(f"{where}: {exc}") from None
-    except SourceError as exc:
-        raise SourceError(f"{where}: {exc}") from None
+            raise ConfigError(f"{where}: no in-memory model {entry.memory_key!r} was passed (given: {given})")
+        return memory[entry.memory_key], None
+    path = entry.path
+    if entry.hf is not None:
+        try:
+            path = resolve_hf(entry.hf)
+        except NetworkError as exc:
+            raise NetworkError(f"{where}: {exc}") from None
+        except SourceError as exc:
+            raise SourceError(f"{where}: {exc}") from None
+    assert path is not None
     if not path.exists():
         raise SourceError(f"{where}: no such file or folder: {path}")
     try:
-        return open_path(path)
+        return open_path(path), path
     except SourceError as exc:
         raise SourceError(f"{where}: {exc}") from None
-
-
-def local_path(loaded: LoadedConfig, mc: ModelConfig) -> Path | None:
-    """Return the file a worker can reopen for a model entry; None for models that live in this process."""
-    if mc.path is None or mc.path.startswith(MEMORY_PREFIX):
-        return None
-    return loaded.resolve(mc.path)
 
 
 def check_keras_caches(loaded: LoadedConfig) -> None:
     """Name every ImageNet weights file missing from the Keras cache at once, before any model is built."""
     wanted = [
-        (loaded.where("models", i, "weights"), mc.name, mc.keras)
-        for i, mc in enumerate(loaded.config.models)
-        if mc.keras and mc.weights == "imagenet"
+        (entry.where_weights, entry.name, entry.config.keras)
+        for entry in loaded.models
+        if entry.config.keras and entry.weights == "imagenet"
     ]
     if wanted:
         from reportgen.sources.keras_app import check_imagenet_cache
@@ -186,16 +179,16 @@ def build_report_model(
         spectral_layers=tuple(cfg.spectral_layers) if cfg.spectral_layers else None,
     )
     views: list[ModelView] = []
-    sources: list[tuple[int, ModelConfig, PlannedSource]] = []
+    sources: list[tuple[ModelEntry, PlannedSource]] = []
     t0 = time.perf_counter()
     check_keras_caches(loaded)
     try:
-        for i, mc in enumerate(cfg.models):
+        for entry in loaded.models:
             if progress:
-                progress(f"loading {mc.name}", i, len(cfg.models))
-            sources.append((i, mc, open_model(loaded, i, mc, memory)))
+                progress(f"loading {entry.name}", entry.index, len(loaded.models))
+            sources.append((entry, open_model(entry, memory)))
     except BaseException:
-        for _, _, opened in sources:
+        for _, opened in sources:
             opened.close()
         raise
     timings["load"] = time.perf_counter() - t0
@@ -203,13 +196,13 @@ def build_report_model(
     alerts: list[Alert] = []
     executors = Executors.from_choices((options.executor, options.scheduler), (cfg.executor, None), options.workers)
     try:
-        for i, mc, source in sources:
+        for entry, source in sources:
+            mc = entry.config
             layers = source.layers()  # open_path already gave kernels the config's `init:` where needed
-            where = f"{loaded.where('models', i)}."
-            chosen = select(layers, mc.layers, mc.params, mc.name, where=where)
+            chosen = select(layers, mc.layers, mc.params, mc.name, where=f"{entry.where}.")
             t1 = time.perf_counter()
             # Workers get each tensor's initializer with its job, so they reopen the file as it is.
-            recipe = reopen_recipe(source, local_path(loaded, mc), None)
+            recipe = reopen_recipe(source, source.path, None)
             hashes = hash_files_meanwhile(source.info.files)
             analyses = executors.analyze(source, layers, aopts, recipe, mc.name, progress)
             timings["analysis"] += time.perf_counter() - t1
@@ -232,7 +225,7 @@ def build_report_model(
             )
     finally:
         executors.close()
-        for _, _, source in sources:
+        for _, source in sources:
             source.close()
     comparisons = find_comparisons(views)
     return ReportModel(
@@ -246,12 +239,7 @@ def build_report_model(
         findings=tuple(write_findings(views, comparisons)),
         alerts=tuple(alerts),
         versions=library_versions(),
-        options={
-            "bins": cfg.bins,
-            "spectral": cfg.spectral,
-            "spectral_fit": cfg.spectral_fit,
-            "compare_to": cfg.compare_to,
-        },
+        options=ReportOptions(cfg.bins, cfg.spectral, cfg.spectral_fit, cfg.compare_to),
     )
 
 
@@ -316,11 +304,10 @@ def _compare(
     """Compare the earlier report with this build's own report and render diff.*."""
     from reportgen.diff import compute_diff
     from reportgen.render.diff_report import render_diff
-    from reportgen.render.json_report import stats_document
-    from reportgen.stats_json import parse
+    from reportgen.stats_json import of_report
 
-    # The new side is the stats.json this build writes into target, read through the same types.
-    new = parse(stats_document(report), f"{target}/stats.json", target / "stats.json")
+    # The new side is the document this build writes into target/stats.json, typed straight from the report.
+    new = of_report(report, target / "stats.json")
     diff = compute_diff(old, new, old_label=str(loaded.config.compare_to), new_label=str(target))
     return render_diff(diff, formats)
 

@@ -6,15 +6,15 @@ import hashlib
 import re
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from reportgen.analysis import TensorAnalysis
 from reportgen.diagnosis import Alert, ModelDiagnosis, Verdict
 from reportgen.layer_kinds import TrendFamily, trend_family
 from reportgen.selection import Selected
 from reportgen.sources.base import LayerInfo, SourceInfo, TensorRef
+from reportgen.vocab import SpectralFit
 
 
 def slugify(text: str) -> str:
@@ -124,6 +124,16 @@ class Finding:
 
 
 @dataclass(frozen=True)
+class ReportOptions:
+    """The config's analysis options that shape the numbers, recorded in the report."""
+
+    bins: int = 60
+    spectral: bool = True
+    spectral_fit: SpectralFit = "csn"
+    compare_to: str | None = None  # the earlier report this build is compared with
+
+
+@dataclass(frozen=True)
 class ReportModel:
     """Everything the renderers need, computed once."""
 
@@ -137,7 +147,7 @@ class ReportModel:
     findings: tuple[Finding, ...]
     alerts: tuple[Alert, ...]
     versions: tuple[tuple[str, str], ...]
-    options: dict[str, Any] = field(default_factory=dict)
+    options: ReportOptions = ReportOptions()
 
     def input_files(self) -> list[FileHash]:
         """Return every model's input files, in model order."""

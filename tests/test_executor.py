@@ -18,6 +18,7 @@ from reportgen.cli import main
 from reportgen.config import load_config, parse_config
 from reportgen.errors import ConfigError, SourceError
 from reportgen.executor import Executors, ReopenRecipe, choose_kind, make_tasks, reopen_recipe
+from reportgen.init_plan import parse_spec
 from reportgen.pipeline import BuildOptions, build
 from reportgen.sources.base import LayerInfo, SourceInfo, TensorRef
 from reportgen.sources.detect import open_path
@@ -179,9 +180,10 @@ def test_in_memory_source_has_no_recipe(checkpoint: Path) -> None:
     )
     assert reopen_recipe(mem, None, None) is None
     source = open_path(checkpoint)
-    recipe = reopen_recipe(source, checkpoint, "pytorch_default")
+    init = parse_spec("pytorch_default")
+    recipe = reopen_recipe(source, checkpoint, init)
     assert recipe is not None
-    assert (recipe.format, recipe.path, recipe.init) == ("safetensors", str(checkpoint), "pytorch_default")
+    assert (recipe.format, recipe.path, recipe.init) == ("safetensors", str(checkpoint), init)
     assert [Path(f).name for f, _ in recipe.files] == ["model.safetensors.index.json", SHARD_1, SHARD_2]
 
 

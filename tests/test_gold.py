@@ -25,8 +25,12 @@ def releases(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict
 
 
 def test_stats_json(releases: tuple[Path, Path, dict[str, str]]) -> None:
-    old, _, replacements = releases
+    old, new, replacements = releases
     compare("stats.json", scrub_json(json.loads((old / "stats.json").read_text()), replacements))
+    from reportgen.schema import validate_stats
+
+    for folder in (old, new):  # both releases, as written, against the schema generated from the types
+        validate_stats(json.loads((folder / "stats.json").read_text()))
 
 
 def test_html_outline(releases: tuple[Path, Path, dict[str, str]]) -> None:

@@ -192,7 +192,7 @@ def test_override_that_matches_no_layer_is_a_selection_error(tmp_path: Path):
     with pytest.raises(
         SelectionError, match=r"c.yaml:6: models\[0\].init_overrides\[0\].layers: 'head' matches no layer"
     ):
-        open_model(loaded, 0, loaded.config.models[0])
+        open_model(loaded.models[0])
 
 
 def test_planned_source_reads_through(tmp_path: Path):

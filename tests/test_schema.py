@@ -1,4 +1,4 @@
-"""stats.json against its JSON Schema, and reading a document from an earlier schema version."""
+"""stats.json against its JSON Schema (generated from its types), and reading earlier schema versions."""
 
 from __future__ import annotations
 
@@ -13,9 +13,8 @@ jsonschema = pytest.importorskip("jsonschema")
 
 from reportgen.cli import main  # noqa: E402
 from reportgen.diff import compute_diff  # noqa: E402
-from reportgen.render.json_report import SCHEMA_VERSION  # noqa: E402
-from reportgen.schema import stats_schema, validate_stats  # noqa: E402
-from reportgen.stats_json import load, upgrade_v09  # noqa: E402
+from reportgen.schema import STATS_SCHEMA, stats_schema, validate_stats  # noqa: E402
+from reportgen.stats_json import CURRENT_VERSION, load, schema_text, upgrade_v09  # noqa: E402
 
 V09 = Path(__file__).parent / "data" / "stats-v0.9.json"
 
@@ -29,7 +28,16 @@ def test_schema_is_valid_draft_2020_12() -> None:
     schema = stats_schema()
     jsonschema.Draft202012Validator.check_schema(schema)
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
-    assert schema["properties"]["schema_version"]["const"] == SCHEMA_VERSION
+    assert schema["properties"]["schema_version"]["const"] == CURRENT_VERSION
+
+
+def test_checked_in_schema_is_generated_from_the_types() -> None:
+    current = STATS_SCHEMA.read_text(encoding="utf-8")
+    if current != schema_text():
+        pytest.fail(
+            f"{STATS_SCHEMA.relative_to(Path.cwd()) if STATS_SCHEMA.is_relative_to(Path.cwd()) else STATS_SCHEMA} "
+            "is not generated from the types in reportgen/stats_json.py: run `make schema` and commit it"
+        )
 
 
 def test_built_stats_json_validates(built: Path) -> None:
@@ -135,3 +143,41 @@ def test_diff_v09_against_current(built: Path, tmp_path: Path, capsys: pytest.Ca
     ]
     assert m.verdict_changes == ()  # 0.9 had no verdicts: nothing to compare, nothing invented
     assert {(o.layer, o.param) for o in d.overlays} == {("conv1", "kernel"), ("fc1", "kernel")}
+
+
+def test_written_document_reads_back_as_the_same_typed_objects(tmp_path: Path) -> None:
+    """The writer and the reader share one set of types: a report's document survives the round trip."""
+    import numpy as np
+
+    import reportgen
+    from reportgen.render.json_report import render_json
+    from reportgen.stats_json import StatsJson, of_report, stats_document
+
+    rng = np.random.default_rng(3)
+    arrays = {
+        "fc.weight": rng.uniform(-0.1, 0.1, (32, 16)).astype(np.float32),
+        "fc.bias": np.zeros(32, np.float32),
+        "odd.weight": np.array([[np.nan, np.inf], [-np.inf, np.nan]], np.float32),  # no finite value: no moments
+    }
+    report = reportgen.analyze(arrays, name="m", init="pytorch_default")
+    text = render_json(report.model)
+    written = stats_document(report.model)
+    assert StatsJson.model_validate_json(text) == written
+    assert of_report(report.model).doc == written
+    assert _errors(json.loads(text)) == []
+    (tmp_path / "stats.json").write_text(text)
+    loaded = load(tmp_path)
+    assert loaded.doc == written and loaded.read_version == CURRENT_VERSION
+    odd = next(layer for layer in loaded.doc.models[0].layers if layer.name == "odd")
+    assert odd.params[0].stats is not None and odd.params[0].stats.nonfinite == 4
+    assert odd.params[0].stats.mean is None  # NaN in the report model, null in the file, None when read
+    assert '"mean": null' in text and ": NaN" not in text and "Infinity" not in text
+
+
+def test_roles_in_the_document_are_the_sources_roles() -> None:
+    from typing import get_args
+
+    from reportgen.sources.base import ROLES
+    from reportgen.stats_json import Role
+
+    assert set(get_args(Role)) == set(ROLES)

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from reportgen.errors import SourceError, printable
+from reportgen.errors import ReportgenError, SourceError, printable
 from reportgen.sources.base import LayerInfo, LayerView, WeightSource
 
 # JSON in weights files (safetensors headers, Keras configs) nests about 20 levels; 100 leaves room
@@ -20,23 +20,38 @@ from reportgen.sources.base import LayerInfo, LayerView, WeightSource
 MAX_JSON_DEPTH = 100
 
 
-def check_path(path: Path, what: str = "file") -> os.stat_result:
+@dataclasses.dataclass(frozen=True)
+class PathWords:
+    """How a reader refuses a path: its error class (hence exit code) and the words naming the file."""
+
+    error: type[ReportgenError] = SourceError
+    what: str = "file"  # "no such {what}"
+    cannot_read: str = "cannot read"
+    cannot_open: str = "cannot open"
+
+
+SOURCE_FILE = PathWords()
+
+
+def check_path(path: Path, what: str | None = None, words: PathWords = SOURCE_FILE) -> os.stat_result:
     """Stat path without opening it; refuse bad names, FIFOs, sockets and devices with one line."""
-    name = printable(str(path), 300)
+    name, error = printable(str(path), 300), words.error
     try:
         st = os.stat(path)
     except ValueError:
-        raise SourceError(f"{name}: invalid file name (NUL byte)") from None
+        raise error(f"{name}: invalid file name (NUL byte)") from None
     except FileNotFoundError:
-        raise SourceError(f"{name}: no such {what}") from None
+        raise error(f"{name}: no such {what or words.what}") from None
     except OSError as exc:
-        raise SourceError(f"{name}: cannot read ({exc.strerror or type(exc).__name__})") from None
+        raise error(f"{name}: {words.cannot_read} ({exc.strerror or type(exc).__name__})") from None
     if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
-        raise SourceError(f"{name}: not a regular file (a FIFO, socket or device); refused")
+        raise error(f"{name}: not a regular file (a FIFO, socket or device); refused")
     return st
 
 
-def open_regular(path: Path, *, nofollow: bool = False, single_link: bool = False) -> int:
+def open_regular(
+    path: Path, *, nofollow: bool = False, single_link: bool = False, words: PathWords = SOURCE_FILE
+) -> int:
     """Open path read-only without blocking on a FIFO; return the fd of a checked regular file.
 
     nofollow refuses a symbolic link as the last component; single_link refuses a file with other
@@ -45,21 +60,21 @@ def open_regular(path: Path, *, nofollow: bool = False, single_link: bool = Fals
     flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0)
     if nofollow:
         flags |= getattr(os, "O_NOFOLLOW", 0)
-    name = printable(str(path), 300)
+    name, error = printable(str(path), 300), words.error
     try:
         fd = os.open(path, flags)
     except ValueError:
-        raise SourceError(f"{name}: invalid file name (NUL byte)") from None
+        raise error(f"{name}: invalid file name (NUL byte)") from None
     except OSError as exc:
         if nofollow and os.path.islink(path):
-            raise SourceError(f"{name}: symbolic link refused (links are not followed)") from None
-        raise SourceError(f"{name}: cannot open ({exc.strerror or type(exc).__name__})") from None
+            raise error(f"{name}: symbolic link refused (links are not followed)") from None
+        raise error(f"{name}: {words.cannot_open} ({exc.strerror or type(exc).__name__})") from None
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise SourceError(f"{name}: not a regular file (a FIFO, socket or device); refused")
+            raise error(f"{name}: not a regular file (a FIFO, socket or device); refused")
         if single_link and st.st_nlink > 1:
-            raise SourceError(f"{name}: file has {st.st_nlink} hard links; refused (its other names may lie elsewhere)")
+            raise error(f"{name}: file has {st.st_nlink} hard links; refused (its other names may lie elsewhere)")
         # Reads should block normally from here on; O_NONBLOCK only guarded the open itself.
         os.set_blocking(fd, True)
     except BaseException:
