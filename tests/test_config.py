@@ -129,6 +129,94 @@ def test_relative_paths_resolve_next_to_config(tmp_path: Path) -> None:
     assert loaded.where("models", 1, "path") == f"{cfg}:12: models[1].path"
 
 
+def test_model_entries_carry_what_validation_resolved(tmp_path: Path) -> None:
+    from reportgen.init_plan import parse_spec
+
+    text = GOOD.replace(
+        "    init: glorot_uniform\n",
+        "    init: glorot_uniform\n    init_overrides:\n      - {layers: head, bias: zeros}\n"
+        "  - name: c\n    path: ~/w.safetensors\n  - name: d\n    path: memory:net\n"
+        "  - name: e\n    path: hf:org/name\n  - name: f\n    keras: VGG16\n    weights: v.h5\n",
+    )
+    cfg = tmp_path / "sub" / "c.yaml"
+    loaded = parse_config(text, cfg)
+    a, b, c, d, e, f = loaded.models
+    assert (a.weights, a.path, a.where_source, a.where_weights) == (
+        None,
+        None,
+        f"{cfg}:5: models[0].keras",
+        f"{cfg}:6: models[0].weights",
+    )
+    assert (b.name, b.path, b.where, b.where_source) == (
+        "b",
+        cfg.parent / "weights.h5",
+        f"{cfg}:11: models[1]",
+        f"{cfg}:12: models[1].path",
+    )
+    assert b.init_plan.default == parse_spec("glorot_uniform")
+    assert [r.patterns for r in b.init_plan.rules] == [("head",)]
+    assert b.where_overrides == (f"{cfg}:15: models[1].init_overrides[0].layers",)
+    assert c.path == Path("~/w.safetensors").expanduser()
+    assert (d.path, d.memory_key) == (None, "net")
+    assert (e.path, e.hf) == (None, "hf:org/name")  # fetched when the build opens it, never at validation
+    assert f.weights == cfg.parent / "v.h5"
+
+
+def test_build_uses_the_resolved_entries(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After validation the pipeline, the workers' recipe and the error messages use the entries as they are."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    from reportgen.config import LoadedConfig
+    from reportgen.pipeline import BuildOptions, build_report_model
+
+    (tmp_path / "w").mkdir()
+    save_file({"fc.weight": np.ones((4, 4), np.float32)}, str(tmp_path / "w" / "m.safetensors"))
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("title: t\nmodels:\n  - name: m\n    path: w/m.safetensors\n    init: pytorch_default\n")
+    loaded = load_config(cfg)
+
+    def no_second_resolution(self: LoadedConfig, value: str) -> Path:
+        raise AssertionError(f"{value!r} resolved again after validation")
+
+    monkeypatch.setattr(LoadedConfig, "resolve", no_second_resolution)
+    monkeypatch.setattr("reportgen.config.ModelConfig.init_plan", no_second_resolution)
+    report = build_report_model(loaded, BuildOptions(executor="inline"))
+    assert [f.path for f in report.models[0].files] == [str(tmp_path / "w" / "m.safetensors")]
+    assert report.models[0].init_statement and "pytorch_default" in report.models[0].init_statement
+
+
+def test_missing_packages_of_several_models_are_named_at_once(tmp_path: Path) -> None:
+    text = (
+        "title: t\nmodels:\n"
+        "  - {name: a, path: 'pkg:no_such_pkg_a/w.h5'}\n  - {name: b, path: 'pkg:no_such_pkg_b/w.h5'}\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, tmp_path / "c.yaml")
+    assert info.value.messages == [
+        f"{tmp_path / 'c.yaml'}: package 'no_such_pkg_a' is not installed (from 'pkg:no_such_pkg_a/w.h5')",
+        f"{tmp_path / 'c.yaml'}: package 'no_such_pkg_b' is not installed (from 'pkg:no_such_pkg_b/w.h5')",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda p: p.mkdir(), "is a folder, not a config file"),
+        (lambda p: __import__("os").mkfifo(p), "not a regular file (a FIFO, socket or device); refused"),
+    ],
+)
+def test_config_paths_are_refused_as_config_errors(tmp_path: Path, make: object, message: str) -> None:
+    """The config file goes through the sources' path checks, and fails with the config's exit code."""
+    path = tmp_path / "c.yaml"
+    make(path)  # type: ignore[operator]
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == f"{path}: {message}" and info.value.exit_code == 3
+    with pytest.raises(ConfigError, match="invalid file name"):
+        load_config(str(tmp_path / "a\0b.yaml"))
+
+
 @pytest.mark.slow
 def test_package_path_resolves_without_import(tmp_path: Path) -> None:
     loaded = parse_config(GOOD, tmp_path / "c.yaml")
