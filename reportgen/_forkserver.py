@@ -10,7 +10,8 @@ import shutil
 import signal
 import sys
 
-from reportgen.executor import BUILD_PID_ENV, MP_TEMPDIR_ENV, MP_TEMPDIR_PREFIX, QUIET_ENV_FLAG, die_with_parent
+from reportgen.errors import QUIET_ENV_FLAG
+from reportgen.executor import BUILD_PID_ENV, MP_TEMPDIR_ENV, MP_TEMPDIR_PREFIX, die_with_parent
 
 _SERVER = os.getpid()
 _FOLDER = os.environ.get(MP_TEMPDIR_ENV)

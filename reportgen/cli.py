@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from reportgen import __version__
-from reportgen.errors import EXIT_CODES, ComparisonError, ReportgenError, UsageError, printable
+from reportgen.errors import EXIT_CODES, QUIET_ENV_FLAG, ComparisonError, ReportgenError, UsageError, printable
 from reportgen.vocab import EXECUTOR_KINDS, OUTPUT_FORMATS
 
 EPILOG = "exit codes:\n" + "\n".join(f"  {code:>3}  {text}" for code, text in EXIT_CODES.items())
@@ -96,7 +96,10 @@ def make_parser() -> argparse.ArgumentParser:
         epilog=INSPECT_EXAMPLE + "\n" + EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    i.add_argument("path", help="weights file or folder (.keras, .h5, .weights.h5, .safetensors, ...)")
+    i.add_argument(
+        "path",
+        help="weights file or folder (.keras, .h5, .weights.h5, .safetensors, ...), pkg:PACKAGE/FILE or hf:ORG/NAME",
+    )
     i.add_argument("--json", action="store_true", help="print JSON instead of a table")
     i.add_argument("--filter", metavar="GLOB", help="only layers whose name matches GLOB")
 
@@ -197,7 +200,20 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     """Print a weights file's layers and statistics."""
     from reportgen.inspect import run_inspect
 
-    return run_inspect(Path(args.path), as_json=args.json, pattern=args.filter, quiet=args.quiet)
+    return run_inspect(_weights_path(args.path), as_json=args.json, pattern=args.filter, quiet=args.quiet)
+
+
+def _weights_path(value: str) -> Path:
+    """Resolve a path given on the command line: a file or folder, pkg:PACKAGE/inside, or hf:ORG/NAME."""
+    from reportgen.config import resolve_package_path
+
+    if value.startswith("pkg:"):
+        return resolve_package_path(value[4:], Path("command line"))
+    if value.startswith("hf:"):
+        from reportgen.sources.hf import resolve_hf
+
+        return resolve_hf(value)
+    return Path(value)
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
@@ -225,7 +241,7 @@ def cmd_history(args: argparse.Namespace) -> int:
 INTERRUPTED = "reportgen: interrupted; no partial output was left"
 MAX_MESSAGE_CHARS = 2000
 # Set for the run (and so inherited by worker processes) unless --verbose, then restored.
-QUIET_ENV = {"PYTHONWARNINGS": "ignore", "TF_CPP_MIN_LOG_LEVEL": "3", "REPORTGEN_QUIET": "1"}
+QUIET_ENV = {"PYTHONWARNINGS": "ignore", "TF_CPP_MIN_LOG_LEVEL": "3", QUIET_ENV_FLAG: "1"}
 COMMANDS = {"build": cmd_build, "inspect": cmd_inspect, "diff": cmd_diff, "history": cmd_history}
 
 

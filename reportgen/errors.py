@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+# Set by the CLI unless --verbose, and inherited by worker processes: library log lines and warnings
+# stay out of the one-line error.
+QUIET_ENV_FLAG = "REPORTGEN_QUIET"
+
 
 class ReportgenError(Exception):
     """A failure that the CLI prints as one line and turns into an exit code."""

