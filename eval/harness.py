@@ -112,12 +112,22 @@ def fetch_real(entry: dict[str, Any], cache: Path) -> Path:
     return target
 
 
-def real_cases(cache: Path, names: list[str] | None = None) -> list[Case]:
-    """Load the labelled real models from models.yaml, fetching their weights."""
+def real_cases(cache: Path, names: list[str] | None = None, skipped: list[str] | None = None) -> list[Case]:
+    """Load the labelled real models from models.yaml, fetching their weights.
+
+    A model whose reader needs a module that is not installed is left out and named in `skipped`.
+    """
+    import importlib.util
+
     doc = yaml.safe_load((HERE / "models.yaml").read_text(encoding="utf-8"))
     out = []
     for entry in doc["models"]:
         if names and not any(n.lower() in entry["name"].lower() for n in names):
+            continue
+        needs = entry.get("needs")
+        if needs and importlib.util.find_spec(needs) is None:
+            if skipped is not None:
+                skipped.append(f"{entry['name']}: skipped, reading it needs {needs} (pip install 'reportgen[{needs}]')")
             continue
         labels = tuple((str(k), str(v)) for k, v in entry["labels"].items())
         bad = [v for _, v in labels if v not in VERDICT_LABELS]

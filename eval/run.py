@@ -26,15 +26,18 @@ def main(argv: list[str] | None = None) -> int:
     cache = Path(args.cache).resolve()
     cache.mkdir(parents=True, exist_ok=True)
     cases: list[harness.Case] = []
+    skipped: list[str] = []
     if not args.no_crafted:
         cases += crafted.cases(cache / "crafted", lambda name: _wanted(name, args.only))
     if not args.no_real:
-        cases += harness.real_cases(cache, args.only)
+        cases += harness.real_cases(cache, args.only, skipped)
     views: list = []
     scores = harness.run(cases, cache / "work", views)
     if args.measure:
         _print_measurements(harness.measurements(views))
     print(harness.table(scores))
+    for line in skipped:
+        print(line)
     text = harness.details(scores)
     if text:
         print("\n" + text)
