@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Iterator
@@ -154,8 +155,22 @@ def kernel_shape(layer: LayerInfo) -> tuple[int, ...] | None:
     return k.shape if k is not None else None
 
 
-def analyze_tensor(source: WeightSource, layer: LayerInfo, ref: TensorRef, options: AnalysisOptions) -> TensorAnalysis:
+SPECTRAL_ROLES = ("kernel", "depthwise_kernel", "pointwise_kernel")
+Part = str  # "all" | "values" (statistics, init check, dead units) | "spectrum"
+
+
+def wants_spectrum(layer: LayerInfo, ref: TensorRef, options: AnalysisOptions) -> bool:
+    """Return whether the tensor gets spectral metrics: a kernel of 2+ dimensions in a chosen layer."""
+    return options.wants_spectrum(layer.name) and ref.role in SPECTRAL_ROLES and len(ref.shape) >= 2
+
+
+def analyze_tensor(
+    source: WeightSource, layer: LayerInfo, ref: TensorRef, options: AnalysisOptions, part: Part = "all"
+) -> TensorAnalysis:
     """Read one tensor and compute everything the report needs from its values.
+
+    part "values" leaves the spectrum out and part "spectrum" computes only that (its statistics are
+    empty), so one large tensor's two halves can run on two workers; merge_parts joins them.
 
     Tensors above options.stream_elems elements are read in chunks for the statistics, the
     initialisation check and the dead-unit scan (the same numbers as from the whole array). The spectrum
@@ -168,6 +183,10 @@ def analyze_tensor(source: WeightSource, layer: LayerInfo, ref: TensorRef, optio
         values = functools.partial(source.iter_chunks, ref)
     else:
         values = np.asarray(source.read(ref))
+    if part == "spectrum":
+        return TensorAnalysis(
+            layer.name, ref.name, ref.role, _no_stats(), None, None, _spectrum(source, ref, values, options), None, None
+        )
     stats, patterns = stats_and_patterns(values, shape=ref.shape, dtype=ref.dtype, bins=options.bins)
     dist = initializers.distribution(ref.init, ref.shape, ref.layout, kernel_shape(layer))
     check = None
@@ -178,25 +197,38 @@ def analyze_tensor(source: WeightSource, layer: LayerInfo, ref: TensorRef, optio
         flags = output_units(values, ref.shape, ref.layout)
         dead, units = int(flags.sum()), int(flags.size)
     spec = None
-    if (
-        options.wants_spectrum(layer.name)
-        and ref.role in ("kernel", "depthwise_kernel", "pointwise_kernel")
-        and len(ref.shape) >= 2
-    ):
-        rows: RowBlocks | None = None
-        if isinstance(values, np.ndarray):
-            whole = values
-        elif len(ref.shape) == 2:
-            # A matrix is read again a block of rows at a time; the array only carries the shape.
-            whole = np.broadcast_to(np.float32(0), ref.shape)
-            rows = functools.partial(_row_blocks, source, ref)
-        else:
-            whole = np.asarray(source.read(ref))  # conv kernels: their slices are needed together
-        spec = spectral_metrics(
-            whole, ref.layout, max_dim=options.spectral_max_dim, fit=options.spectral_fit, row_blocks=rows
-        )
-        del whole
+    if part == "all" and wants_spectrum(layer, ref, options):
+        spec = _spectrum(source, ref, values, options)
     view = None
     if (rng := readable_range(stats, DISPLAY.view_widen, DISPLAY.view_trigger)) is not None:
         view = clipped_histogram(values, rng[0], rng[1], options.bins, patterns)
     return TensorAnalysis(layer.name, ref.name, ref.role, stats, dist, check, spec, dead, units, view)
+
+
+def _spectrum(
+    source: WeightSource, ref: TensorRef, values: np.ndarray | ChunkFactory, options: AnalysisOptions
+) -> SpectralMetrics | None:
+    """Compute the spectrum of a kernel from its array, or from blocks of rows read again (a streamed matrix)."""
+    rows: RowBlocks | None = None
+    if isinstance(values, np.ndarray):
+        whole = values
+    elif len(ref.shape) == 2:
+        # A matrix is read again a block of rows at a time; the array only carries the shape.
+        whole = np.broadcast_to(np.float32(0), ref.shape)
+        rows = functools.partial(_row_blocks, source, ref)
+    else:
+        whole = np.asarray(source.read(ref))  # conv kernels: their slices are needed together
+    return spectral_metrics(
+        whole, ref.layout, max_dim=options.spectral_max_dim, fit=options.spectral_fit, row_blocks=rows
+    )
+
+
+def merge_parts(values: TensorAnalysis, spectrum: TensorAnalysis) -> TensorAnalysis:
+    """Join the two halves of a tensor analysed in parts."""
+    return dataclasses.replace(values, spectral=spectrum.spectral)
+
+
+@functools.cache
+def _no_stats() -> TensorStats:
+    """Return the statistics slot of a spectrum-only part (an empty tensor's), replaced when the parts merge."""
+    return stats_and_patterns(np.zeros(0, dtype=np.float32), shape=(0,), dtype="float32", bins=5)[0]

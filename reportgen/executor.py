@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from reportgen.analysis import AnalysisOptions, TensorAnalysis, analyze_tensor
+from reportgen.analysis import AnalysisOptions, Part, TensorAnalysis, analyze_tensor, merge_parts, wants_spectrum
 from reportgen.errors import ConfigError, SourceError
-from reportgen.sources.base import InitSpec, LayerInfo, TensorRef, WeightSource
+from reportgen.sources.base import InitSpec, LayerInfo, LayerView, TensorRef, WeightSource
 from reportgen.sources.formats import in_memory, reopenable
+from reportgen.sources.init_draw import DrawnSource
 from reportgen.vocab import EXECUTOR_KINDS, ExecutorKind
 
 Kind = ExecutorKind
@@ -25,6 +26,7 @@ KINDS: tuple[str, ...] = EXECUTOR_KINDS
 Progress = Callable[[str, int, int], None]  # (message, done, total)
 Job = tuple[LayerInfo, TensorRef]
 
+DRAWN = "drawn"  # untrained tensors a worker draws itself from their initializers and the model's seed
 DASK_RETRIES = 2  # a task that raised outside reportgen's own errors (a flaky mount) runs again
 BATCH_ELEMS = 1 << 20  # small tensors share a task until it holds this many values: fewer round trips
 BATCH_JOBS = 64
@@ -46,6 +48,7 @@ class ReopenRecipe:
     path: str  # absolute, as the config resolved it; workers must see the same path
     init: InitSpec | None  # the initializer statement as the config resolved it, reapplied on reopen
     files: tuple[tuple[str, int], ...]  # (path, size) of every input file, to notice a different copy
+    seed: int | None = None  # format DRAWN: the seed the tensors are drawn with
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,7 @@ class Task:
     recipe: ReopenRecipe | None
     jobs: tuple[Job, ...]
     options: AnalysisOptions
+    part: Part = "all"  # a large tensor's "values" and "spectrum" go to two tasks that can run side by side
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,13 @@ class Failure:
 
 def reopen_recipe(source: WeightSource, path: Path | None, init: InitSpec | None) -> ReopenRecipe | None:
     """Return how a worker can reopen source, or None when it exists only in this process."""
+    drawn = source
+    while isinstance(drawn, LayerView):  # a source wrapped with an initializer plan or a filter
+        drawn = drawn.inner
+    if isinstance(drawn, DrawnSource):
+        # Workers draw from the descriptions in their tasks: only where those are the ones drawn here.
+        same = all(drawn.drawn_as(p).init == p.init for layer in source.layers() for p in layer.params)
+        return ReopenRecipe(DRAWN, "", None, (), drawn.draw_seed) if same else None
     if path is None or in_memory(source.info.format):
         return None
     files = tuple((os.path.abspath(f), f.stat().st_size) for f in source.info.files if f.is_file())
@@ -84,15 +95,23 @@ def choose_kind(kind: str | None, recipe: ReopenRecipe | None, workers: int) -> 
     if workers == 1:
         return "inline"
     # formats.FORMATS says which formats a worker can reopen from their files alone.
-    return "processes" if reopenable(recipe.format) else "threads"
+    return "processes" if recipe.format == DRAWN or reopenable(recipe.format) else "threads"
 
 
 def make_tasks(model: str, recipe: ReopenRecipe | None, jobs: Sequence[Job], options: AnalysisOptions) -> list[Task]:
-    """Group jobs (biggest first) into tasks; a big tensor goes alone, small ones share."""
+    """Group jobs (biggest first) into tasks; a big tensor goes alone, small ones share.
+
+    A streamed tensor with a spectrum becomes two tasks, its values and its spectrum, so that two
+    workers share it; each part computes exactly what the whole task would, so the numbers are the same.
+    """
     tasks: list[Task] = []
     batch: list[Job] = []
     elems = 0
     for job in jobs:
+        if job[1].size > options.stream_elems and wants_spectrum(job[0], job[1], options):
+            tasks.append(Task(model, recipe, (job,), options, "spectrum"))
+            tasks.append(Task(model, recipe, (job,), options, "values"))
+            continue
         batch.append(job)
         elems += job[1].size
         if elems >= BATCH_ELEMS or len(batch) >= BATCH_JOBS:
@@ -119,7 +138,7 @@ def run_task(task: Task, source: WeightSource | None = None) -> tuple[TensorAnal
     out = []
     for job in task.jobs:
         try:
-            out.append(analyze_tensor(source, job[0], job[1], task.options))
+            out.append(analyze_tensor(source, job[0], job[1], task.options, task.part))
         except (SourceError, OSError) as exc:
             return Failure(f"{_where(task, job)}: {exc}")
     return tuple(out)
@@ -136,6 +155,9 @@ def _reopen(recipe: ReopenRecipe) -> WeightSource:
     """Return the recipe's source, opened once per worker and reopened if a file changed."""
     from reportgen.sources.detect import open_path
 
+    if recipe.format == DRAWN:
+        assert recipe.seed is not None
+        return DrawnSource(recipe.seed)  # the tasks carry every tensor's description
     stamps = []
     for name, size in recipe.files:
         try:
@@ -540,6 +562,7 @@ class Executors:
             kind = "inline"
         tasks = make_tasks(label, recipe, jobs, options)
         found: dict[tuple[str, str], TensorAnalysis] = {}
+        halves: dict[tuple[str, str], TensorAnalysis] = {}  # the first part to finish of a split tensor
         done = 0
         # closing(): leaving the loop early (a failure, Ctrl-C) cancels the tasks still queued.
         with closing(self.backend(kind).run(tasks, source)) as results:
@@ -547,9 +570,18 @@ class Executors:
                 if isinstance(result, Failure):
                     raise SourceError(result.message)
                 for (layer, ref), analysis in zip(task.jobs, result, strict=True):
-                    found[(layer.name, ref.name)] = analysis
-                done += len(task.jobs)
-                if progress:
+                    key = (layer.name, ref.name)
+                    if task.part == "all":
+                        found[key] = analysis
+                    elif key not in halves:
+                        halves[key] = analysis
+                        continue
+                    else:
+                        first = halves.pop(key)
+                        values, spectrum = (analysis, first) if task.part == "values" else (first, analysis)
+                        found[key] = merge_parts(values, spectrum)
+                    done += 1
+                if progress and done:
                     progress(f"{label}: {task.jobs[-1][0].name}", done, len(jobs))
         # Job order, not completion order: the report must not depend on which worker was fastest.
         return {(layer.name, ref.name): found[(layer.name, ref.name)] for layer, ref in jobs}

@@ -252,9 +252,9 @@ def test_interrupt_cancels_outstanding_tasks(checkpoint: Path, kind: str, monkey
     ran: list[str] = []
     real = executor.analyze_tensor
 
-    def counting(source, layer, ref, options):  # type: ignore[no-untyped-def]
+    def counting(source, layer, ref, options, part="all"):  # type: ignore[no-untyped-def]
         ran.append(ref.key)
-        return real(source, layer, ref, options)
+        return real(source, layer, ref, options, part)
 
     monkeypatch.setattr(executor, "analyze_tensor", counting)
     source = open_path(checkpoint)

@@ -14,6 +14,7 @@ import numpy as np
 
 from reportgen.errors import NetworkError, SourceError
 from reportgen.sources.base import LayerInfo, SourceInfo, TensorRef, WeightSource
+from reportgen.sources.init_draw import DrawnSource, drawable
 from reportgen.sources.keras_init import spec_from_keras
 from reportgen.sources.naming import is_buffer
 
@@ -248,8 +249,8 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def describe_layers(model: Any) -> tuple[list[LayerInfo], dict[str, np.ndarray]]:
-    """Flatten a built Keras model into LayerInfo records and a key -> array table."""
+def describe_layers(model: Any, values: bool = True) -> tuple[list[LayerInfo], dict[str, np.ndarray]]:
+    """Flatten a built Keras model into LayerInfo records and a key -> array table (empty without values)."""
     arrays: dict[str, np.ndarray] = {}
     infos: list[LayerInfo] = []
     flat: list[tuple[str, Any]] = []
@@ -269,10 +270,13 @@ def describe_layers(model: Any) -> tuple[list[LayerInfo], dict[str, np.ndarray]]
         for var in layer.weights:
             short = var.path.rsplit("/", 1)[-1] if hasattr(var, "path") else var.name
             key = f"{prefix}{layer.name}/{short}"
-            arr = np.asarray(var.numpy())
-            arrays[key] = arr
+            if values:
+                arr = np.asarray(var.numpy())
+                arrays[key] = arr
+                shape, dtype = tuple(int(d) for d in arr.shape), str(arr.dtype)
+            else:
+                shape, dtype = tuple(int(d) for d in var.shape), str(np.dtype(var.dtype))
             role = _ROLE.get(short, "other")
-            shape = tuple(int(d) for d in arr.shape)
             init_key = "depthwise_initializer" if depthwise and short == "kernel" else _INIT_KEY.get(short, "")
             params.append(
                 TensorRef(
@@ -280,10 +284,10 @@ def describe_layers(model: Any) -> tuple[list[LayerInfo], dict[str, np.ndarray]]
                     name=short,
                     role=role,
                     shape=shape,
-                    dtype=str(arr.dtype),
+                    dtype=dtype,
                     init=spec_from_keras(config.get(init_key)),
                     # By role, not by the variable's flag: a layer frozen on purpose still holds learned weights.
-                    trainable=not is_buffer(short, role, shape, str(arr.dtype)),
+                    trainable=not is_buffer(short, role, shape, dtype),
                 )
             )
         try:
@@ -384,8 +388,53 @@ def _network_failure(exc: BaseException) -> str | None:
     return None
 
 
-def build_application(app: str, weights: str | Path | None, model_name: str, seed: int = 0) -> InMemorySource:
-    """Build keras.applications.<app> with random, ImageNet or local weights; read its tensors."""
+def _unbuilt_layers(factory: Any) -> list[LayerInfo] | None:
+    """Return the layers of factory(weights=None) built without values; None where Keras cannot defer them."""
+    try:
+        from keras.src.backend.common import global_state
+        from keras.src.backend.common.stateless_scope import StatelessScope
+    except ImportError:
+        return None
+    try:
+        # Variables created in a stateless scope keep their initializer and shape but get no value.
+        with native_stderr_silenced(), StatelessScope(initialize_variables=False):
+            model = factory(weights=None)
+        layers, _ = describe_layers(model, values=False)
+    finally:
+        # Keras keeps deferred variables in a global list that a later scope would initialise.
+        global_state.set_global_attribute("uninitialized_variables", [])
+    return layers
+
+
+def _draw_application(factory: Any, app: str, seed: int, version: str) -> DrawnSource | None:
+    """Describe an untrained application whose values are drawn on demand; None to build it with values."""
+    try:
+        layers = _unbuilt_layers(factory)
+    except Exception:  # the full build below reports the failure with its message
+        return None
+    if layers is None or any(drawable(p) is None for layer in layers for p in layer.params):
+        return None
+    info = SourceInfo(
+        format="keras-application",
+        description=(
+            f"keras.applications.{app}, random initialisation (weights=None): each tensor drawn from its "
+            f"layer's initializer, seed {seed}"
+        ),
+        files=(),
+        trained=False,
+        extra={"keras": version, "application": app},
+    )
+    return DrawnSource(seed, info, layers)
+
+
+def build_application(
+    app: str, weights: str | Path | None, model_name: str, seed: int = 0
+) -> InMemorySource | DrawnSource:
+    """Build keras.applications.<app> with random, ImageNet or local weights; read its tensors.
+
+    An untrained application (weights None) is built without values where Keras allows it: its tensors
+    are then drawn on demand from their initializers (DrawnSource), so no copy of the model is held.
+    """
     quiet_tensorflow()
     try:
         with native_stderr_silenced():
@@ -402,6 +451,10 @@ def build_application(app: str, weights: str | Path | None, model_name: str, see
         raise SourceError(f"model {model_name!r}: weights file {weights} does not exist")
     # A fixed seed makes an untrained model the same in every build, so reports can be compared byte for byte.
     keras.utils.set_random_seed(seed)
+    if weights is None:
+        drawn = _draw_application(factory, app, seed, keras.__version__)
+        if drawn is not None:
+            return drawn
     try:
         with native_stderr_silenced():
             model = factory(weights=str(weights) if isinstance(weights, Path) else weights)
