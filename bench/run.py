@@ -42,13 +42,91 @@ def subprocess_json(args: list[str]) -> dict:  # type: ignore[type-arg]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def main() -> None:
-    """Run every benchmark and print the table."""
-    t_all = time.perf_counter()
-    print(f"machine: {machine()}\n")
-    print(f"| {'benchmark':<46} | {'measured':>28} | {'target':<22}|")
-    print(f"|{'-' * 48}|{'-' * 30}|{'-' * 23}|")
+def seed_rows() -> dict[str, float]:
+    """Target 1: the seed analysis as a report against the same analysis by hand, with and without spectra."""
+    import measure
 
+    post = measure.python("bench/post_way.py", str(WORK / "post_way"))
+    row("post's way: Keras + pyplot, 8 layers + depth", f"{post.wall_s:.1f} s, {post.peak_mib:.0f} MiB")
+    seed = measure.python("bench/e2e_bench.py", "bench/seed.yaml", str(WORK / "seed"), "0")
+    t = json.loads(seed.stdout.strip().splitlines()[-1])
+    row("reportgen build bench/seed.yaml (HTML+PDF+JSON)", f"{seed.wall_s:.1f} s, {seed.peak_mib:.0f} MiB")
+    stages = ("import reportgen", "import keras/tensorflow", "load", "analysis", "figures", "html", "pdf")
+    row("  imports · TF · load · analysis · figures · html · pdf", " · ".join(f"{t.get(k, 0):.1f}" for k in stages))
+    ratio = seed.wall_s / post.wall_s
+    row("  wall time, reportgen / post's way", f"{ratio:.2f}x", "<= 1.0", ratio <= 1.0)
+    mem = seed.peak_mib / post.peak_mib
+    row("  peak memory, reportgen / post's way", f"{mem:.2f}x", "<= 0.5", mem <= 0.5)
+    nospec = WORK / "seed-nospectra.yaml"
+    nospec.write_text((ROOT / "bench" / "seed.yaml").read_text() + "spectral: false\n")
+    quick = measure.python("bench/e2e_bench.py", str(nospec), str(WORK / "seed-nospectra"), "0")
+    q = json.loads(quick.stdout.strip().splitlines()[-1])
+    row(
+        "  same, spectral: false: wall, ratio",
+        f"{quick.wall_s:.1f} s (analysis {q['analysis']:.1f} s), {quick.wall_s / post.wall_s:.2f}x",
+    )
+    return {"wall_s": seed.wall_s}
+
+
+def cores_rows() -> None:
+    """Target 2: the quickstart's analysis on 1 and 2 workers, and its largest tensor alone."""
+    c = subprocess_json(["bench/cores_bench.py", "configs/quickstart.yaml"])
+    speedup = c["w1"] / c["w2"]
+    row(
+        "quickstart analysis, 1 worker / 2 workers",
+        f"{c['w1']:.1f} s / {c['w2']:.1f} s = {speedup:.2f}x",
+        ">= 1.6x",
+        speedup >= 1.6,
+    )
+    row(
+        "  cores free for two processes (before / after)",
+        f"{c['capacity_before']:.2f} / {c['capacity_after']:.2f} of 2",
+        "2 when idle",
+    )
+    big = c["big1"] / c["big2"]
+    row(
+        f"  {c['big_name']} alone ({c['big_elems'] / 1e6:.0f} M values)",
+        f"{c['big1']:.1f} s / {c['big2']:.1f} s = {big:.2f}x",
+        "> 1x",
+        big > 1.05,
+    )
+
+
+def pdf_rows() -> None:
+    """Target 5: WeasyPrint time of the seed report, brief PDF against `pdf: full`, per page."""
+    p = subprocess_json(["bench/pdf_bench.py", "bench/seed.yaml"])
+    per = {k: p[f"{k}_s"] / p[f"{k}_pages"] for k in ("brief", "full")}
+    for k in ("brief", "full"):
+        row(f"PDF of the seed report, {k}", f"{p[f'{k}_pages']:.0f} pages in {p[f'{k}_s']:.1f} s = {per[k]:.2f} s/page")
+    # Proportional to what is read: the brief PDF's time is its pages at the full layout's cost per page.
+    ratio = per["brief"] / per["full"]
+    row("  s/page brief / s/page full", f"{ratio:.2f}x", "0.67-1.5x", 2 / 3 <= ratio <= 1.5)
+    saved = p["brief_s"] / p["full_s"]
+    row("  PDF time brief / full", f"{saved:.2f}x ({p['brief_pages'] / p['full_pages']:.2f}x the pages)")
+
+
+def other_rows(module: str) -> None:
+    """Print the rows another bench module returns from rows(work): (name, value, target, ok) tuples."""
+    import importlib
+
+    try:
+        mod = importlib.import_module(module)
+        make = getattr(mod, "rows", None)
+        if make is None and module == "dask_bench":  # its earlier interface: a JSON line from its main
+            d = subprocess_json(["bench/dask_bench.py", "--workdir", str(WORK)])
+            row("Dask LocalCluster / local process pool", f"{d['dask/local']:.2f}x", "<= 1.2x", d["dask/local"] <= 1.2)
+            return
+        if make is None:
+            row(f"bench/{module}.py", "has no rows(work) yet")
+            return
+        for r in make(WORK):
+            row(*r)
+    except Exception as exc:  # one bench failing must not cost the others' rows
+        row(f"bench/{module}.py failed", f"{type(exc).__name__}: {str(exc)[:60]}")
+
+
+def legacy_rows() -> None:
+    """The earlier rows: statistics and spectra against NumPy and WeightWatcher, memory of inspect."""
     import stats_bench
 
     s = stats_bench.run(repeat=2)
@@ -85,36 +163,6 @@ def main() -> None:
             "all",
             sp["ww_rule_within_5pct"] == sp["compared"],
         )
-
-    WORK.mkdir(exist_ok=True)
-    for workers in (1, 0):
-        e = subprocess_json(
-            [
-                "bench/e2e_bench.py",
-                "configs/quickstart.yaml",
-                str(WORK / f"quickstart-{workers}"),
-                str(workers),
-            ]
-        )
-        label = "1 worker" if workers == 1 else f"{os.cpu_count()} workers"
-        row(f"end-to-end quickstart build ({label})", f"{e['total']:.1f} s")
-        if workers == 0:
-            total = e["total"]
-            for key in (
-                "import reportgen",
-                "import keras/tensorflow",
-                "load",
-                "analysis",
-                "figures",
-                "html",
-                "pdf",
-            ):
-                if key in e:
-                    row(f"  {key}", f"{e[key]:.1f} s ({100 * e[key] / total:.0f}%)")
-        else:
-            serial = e["analysis"]
-    row("  analysis, 1 worker / all workers", f"{serial / e['analysis']:.2f}x")
-
     # Memory is measured from fresh interpreters: a child forked from this (by now large) process would
     # inherit its resident set in ru_maxrss.
     r = subprocess_json(["bench/rss_bench.py", str(WORK)])
@@ -140,20 +188,37 @@ def main() -> None:
         f"{hb['json_s']:.1f} s / {hb['all_s']:.1f} s",
     )
     row("  history.pdf pages; history.html size", f"{hb['pdf_pages']:.0f} pages; {hb['html_kib']:.0f} KiB")
-    import llm_bench
 
-    folder = llm_bench.checkpoint()
-    for r in llm_bench.rows(folder):
-        row(*r)
-    try:
-        import distributed  # noqa: F401
-    except ImportError:
-        row("Dask LocalCluster vs local process pool", "dask[distributed] not installed")
-    else:
-        import dask_bench
 
-        for r in dask_bench.rows(folder):
-            row(*r)
+GROUPS = ("seed", "cores", "pdf", "checkpoint", "legacy")
+
+
+def main() -> None:
+    """Run every benchmark (or the groups named on the command line) and print the table."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("groups", nargs="*", help=f"any of {', '.join(GROUPS)} (default: all)")
+    args = ap.parse_args()
+    groups = args.groups or GROUPS
+    if set(groups) - set(GROUPS):
+        ap.error(f"unknown group(s) {', '.join(sorted(set(groups) - set(GROUPS)))}; choose from {', '.join(GROUPS)}")
+    t_all = time.perf_counter()
+    WORK.mkdir(exist_ok=True)
+    print(f"machine: {machine()}\n")
+    print(f"| {'benchmark':<46} | {'measured':>28} | {'target':<22}|")
+    print(f"|{'-' * 48}|{'-' * 30}|{'-' * 23}|")
+    if "seed" in groups:
+        seed_rows()
+    if "cores" in groups:
+        cores_rows()
+    if "pdf" in groups:
+        pdf_rows()
+    if "checkpoint" in groups:
+        other_rows("llm_bench")
+        other_rows("dask_bench")
+    if "legacy" in groups:
+        legacy_rows()
     print(f"\nbench finished in {time.perf_counter() - t_all:.0f} s")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import sys
@@ -67,6 +68,22 @@ class Failure:
     """A tensor that could not be read, returned as a value so Dask does not retry a sure failure."""
 
     message: str
+
+
+@dataclass(frozen=True)
+class ModelJobs:
+    """One model's tensors to analyse, biggest first, and how workers reopen them."""
+
+    source: WeightSource
+    layers: tuple[LayerInfo, ...]
+    recipe: ReopenRecipe | None
+    label: str
+
+    @functools.cached_property
+    def jobs(self) -> tuple[Job, ...]:
+        """Return every (layer, tensor), biggest first (big tensors first keep every worker busy to the end)."""
+        jobs = [(layer, p) for layer in self.layers for p in layer.params]
+        return tuple(sorted(jobs, key=lambda j: -j[1].size))
 
 
 def reopen_recipe(source: WeightSource, path: Path | None, init: InitSpec | None) -> ReopenRecipe | None:
@@ -555,36 +572,76 @@ class Executors:
         progress: Progress | None = None,
     ) -> dict[tuple[str, str], TensorAnalysis]:
         """Analyse every tensor of every layer, biggest first; keys are (layer name, param name)."""
-        jobs: list[Job] = [(layer, p) for layer in layers for p in layer.params]
-        jobs.sort(key=lambda j: -j[1].size)  # big tensors first keeps every worker busy to the end
-        kind = choose_kind(self.kind, recipe, self.workers)
-        if len(jobs) <= 1 and kind == "threads":
-            kind = "inline"
-        tasks = make_tasks(label, recipe, jobs, options)
-        found: dict[tuple[str, str], TensorAnalysis] = {}
-        halves: dict[tuple[str, str], TensorAnalysis] = {}  # the first part to finish of a split tensor
-        done = 0
+        return self.analyze_many([ModelJobs(source, tuple(layers), recipe, label)], options, progress)[0]
+
+    def analyze_many(
+        self, models: Sequence[ModelJobs], options: AnalysisOptions, progress: Progress | None = None
+    ) -> list[dict[tuple[str, str], TensorAnalysis]]:
+        """Analyse several models; those whose workers reopen their tensors share one queue, biggest first.
+
+        One queue keeps every worker busy: while one works on a large tensor of the first model, the others
+        go on with the next model instead of waiting for it.
+        """
+        kinds = [self._kind(m) for m in models]
+        shared = [i for i, k in enumerate(kinds) if k in ("processes", "dask")]
+        groups = [shared] if len(set(kinds[i] for i in shared)) == 1 and len(shared) > 1 else []
+        groups += [[i] for i in range(len(models)) if not groups or i not in groups[0]]
+        total = sum(len(m.jobs) for m in models)
+        out: list[dict[tuple[str, str], TensorAnalysis]] = [{} for _ in models]
+        done = [0]
+        for group in sorted(groups):
+            found = self._run_group([models[i] for i in group], kinds[group[0]], options, progress, done, total)
+            for i, result in zip(group, found, strict=True):
+                out[i] = result
+        return out
+
+    def _kind(self, model: ModelJobs) -> Kind:
+        kind = choose_kind(self.kind, model.recipe, self.workers)
+        return "inline" if len(model.jobs) <= 1 and kind == "threads" else kind
+
+    def _run_group(
+        self,
+        models: Sequence[ModelJobs],
+        kind: Kind,
+        options: AnalysisOptions,
+        progress: Progress | None,
+        done: list[int],
+        total: int,
+    ) -> list[dict[tuple[str, str], TensorAnalysis]]:
+        """Run the tasks of models (one model, or several that reopen their tensors) on one back end."""
+        owner: dict[int, int] = {}
+        tasks: list[Task] = []
+        for i, m in enumerate(models):
+            for task in make_tasks(m.label, m.recipe, m.jobs, options):
+                owner[id(task)] = i
+                tasks.append(task)
+        # Stable: a split tensor's spectrum stays ahead of its values, and each model's order is kept.
+        tasks.sort(key=lambda t: -t.jobs[0][1].size)
+        found: list[dict[tuple[str, str], TensorAnalysis]] = [{} for _ in models]
+        halves: dict[tuple[int, str, str], TensorAnalysis] = {}  # the first part to finish of a split tensor
         # closing(): leaving the loop early (a failure, Ctrl-C) cancels the tasks still queued.
-        with closing(self.backend(kind).run(tasks, source)) as results:
+        with closing(self.backend(kind).run(tasks, models[0].source)) as results:
             for task, result in results:
                 if isinstance(result, Failure):
                     raise SourceError(result.message)
+                i = owner[id(task)]
                 for (layer, ref), analysis in zip(task.jobs, result, strict=True):
                     key = (layer.name, ref.name)
-                    if task.part == "all":
-                        found[key] = analysis
-                    elif key not in halves:
-                        halves[key] = analysis
-                        continue
-                    else:
-                        first = halves.pop(key)
+                    if task.part != "all":
+                        first = halves.pop((i, *key), None)
+                        if first is None:
+                            halves[(i, *key)] = analysis
+                            continue
                         values, spectrum = (analysis, first) if task.part == "values" else (first, analysis)
-                        found[key] = merge_parts(values, spectrum)
-                    done += 1
-                if progress and done:
-                    progress(f"{label}: {task.jobs[-1][0].name}", done, len(jobs))
+                        analysis = merge_parts(values, spectrum)
+                    found[i][key] = analysis
+                    done[0] += 1
+                if progress:
+                    progress(f"{task.model}: {task.jobs[-1][0].name}", done[0], total)
         # Job order, not completion order: the report must not depend on which worker was fastest.
-        return {(layer.name, ref.name): found[(layer.name, ref.name)] for layer, ref in jobs}
+        return [
+            {(layer.name, ref.name): f[(layer.name, ref.name)] for layer, ref in m.jobs} for m, f in zip(models, found)
+        ]
 
     def close(self) -> None:
         """Close every started back end."""
@@ -604,6 +661,7 @@ __all__ = [
     "Executors",
     "Failure",
     "Kind",
+    "ModelJobs",
     "ReopenRecipe",
     "Task",
     "choose_kind",

@@ -19,7 +19,7 @@ from reportgen.analysis import AnalysisOptions
 from reportgen.config import LoadedConfig, ModelEntry
 from reportgen.diagnosis import Alert, diagnose_model
 from reportgen.errors import ConfigError, NetworkError, ReportgenError, SelectionError, SourceError
-from reportgen.executor import Executors, reopen_recipe
+from reportgen.executor import Executors, ModelJobs, reopen_recipe
 from reportgen.init_plan import PlannedSource
 from reportgen.output import preflight, sha256_bytes, write_atomically
 from reportgen.report_model import (
@@ -192,20 +192,27 @@ def build_report_model(
             opened.close()
         raise
     timings["load"] = time.perf_counter() - t0
-    timings["analysis"] = 0.0
     alerts: list[Alert] = []
     executors = Executors.from_choices((options.executor, options.scheduler), (cfg.executor, None), options.workers)
     try:
-        for entry, source in sources:
+        # Workers get each tensor's initializer with its job, so they reopen the file as it is.
+        jobs = [
+            ModelJobs(source, tuple(source.layers()), reopen_recipe(source, source.path, None), entry.config.name)
+            for entry, source in sources
+        ]
+        # A selection naming no layer fails now, before the analysis.
+        picks = [
+            select(list(m.layers), e.config.layers, e.config.params, e.config.name, where=f"{e.where}.")
+            for (e, _), m in zip(sources, jobs, strict=True)
+        ]
+        # The input files are hashed on threads while the workers analyse.
+        hashing = [hash_files_meanwhile(source.info.files) for _, source in sources]
+        t1 = time.perf_counter()
+        found = executors.analyze_many(jobs, aopts, progress)
+        timings["analysis"] = time.perf_counter() - t1
+        for (entry, source), model, chosen, analyses, hashes in zip(sources, jobs, picks, found, hashing, strict=True):
             mc = entry.config
-            layers = source.layers()  # open_path already gave kernels the config's `init:` where needed
-            chosen = select(layers, mc.layers, mc.params, mc.name, where=f"{entry.where}.")
-            t1 = time.perf_counter()
-            # Workers get each tensor's initializer with its job, so they reopen the file as it is.
-            recipe = reopen_recipe(source, source.path, None)
-            hashes = hash_files_meanwhile(source.info.files)
-            analyses = executors.analyze(source, layers, aopts, recipe, mc.name, progress)
-            timings["analysis"] += time.perf_counter() - t1
+            layers = list(model.layers)  # open_path already gave kernels the config's `init:` where needed
             diag = diagnose_model(mc.name, layers, analyses)
             alerts.extend(diag.alerts)
             selected = tuple(SelectedView(s, tuple(analyses[(s.layer.name, p.name)] for p in s.params)) for s in chosen)
