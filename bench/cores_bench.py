@@ -29,7 +29,7 @@ def main(config: str, rounds: int = 1) -> dict[str, float]:
     """Open the config's models once, then time their analysis with 1 and 2 workers, alternating."""
     from reportgen.analysis import AnalysisOptions
     from reportgen.config import load_config
-    from reportgen.executor import Executors, reopen_recipe
+    from reportgen.executor import Executors, ModelJobs, reopen_recipe
     from reportgen.pipeline import open_model
 
     loaded = load_config(config)
@@ -40,6 +40,7 @@ def main(config: str, rounds: int = 1) -> dict[str, float]:
         source = open_model(loaded, i, mc)
         recipe = reopen_recipe(source, loaded.resolve(mc.path) if mc.path else None, mc.init)
         models.append((mc.name, source, recipe))
+    every = [ModelJobs(s, tuple(s.layers()), r, name) for name, s, r in models]
     out: dict[str, float] = {"w1": 0.0, "w2": 0.0, "big1": 0.0, "big2": 0.0}
     biggest = max(
         (
@@ -56,7 +57,7 @@ def main(config: str, rounds: int = 1) -> dict[str, float]:
         for workers in (1, 2):
             t = time.perf_counter()
             with Executors(None, None, workers) as ex:
-                found = [repr(ex.analyze(s, s.layers(), options, r, name)) for name, s, r in models]
+                found = [repr(a) for a in ex.analyze_many(every, options)]
             out[f"w{workers}"] += time.perf_counter() - t
             results[workers] = found
             name, source, recipe, layer, ref = biggest

@@ -74,6 +74,7 @@ def test_chunks_do_not_depend_on_how_they_are_asked_for() -> None:
     assert not np.array_equal(DrawnSource(8).read(ref).reshape(-1), whole)
 
 
+@pytest.mark.slow  # imports TensorFlow
 def test_same_distribution_as_keras_draws() -> None:
     """Keras's own initializers and the chunked draw agree (two-sample KS) on the presets applications use."""
     import keras
@@ -153,3 +154,24 @@ def test_a_keras_lstm_bias_is_drawn_with_ones_on_the_forget_gate() -> None:
     ref = TensorRef("lstm/bias", "bias", "bias", (4 * 5,), "float32", InitSpec("keras_lstm_bias"))
     values = DrawnSource(0).read(ref)
     assert values.tolist() == [0.0] * 5 + [1.0] * 5 + [0.0] * 10
+
+
+def test_models_sharing_one_queue_get_the_numbers_each_gets_alone() -> None:
+    """Two reopenable models in one worker queue: each model's analyses are those of its own inline run."""
+    from reportgen.executor import ModelJobs
+
+    first, layers = _model()
+    second = DrawnSource(11, layers=layers)
+    options = AnalysisOptions(stream_elems=1 << 20)
+    models = [
+        ModelJobs(src, tuple(layers), reopen_recipe(src, None, None), name)
+        for name, src in (("a", first), ("b", second))
+    ]
+    with Executors("processes", workers=2) as ex:
+        shared = ex.analyze_many(models, options)
+    for model, found in zip(models, shared, strict=True):
+        with Executors("inline") as ex:
+            alone = ex.analyze(model.source, layers, options, None, model.label)
+        assert list(found) == list(alone)
+        assert repr(found) == repr(alone)
+    assert repr(shared[0]) != repr(shared[1])  # different seeds: the results were not mixed up
