@@ -143,3 +143,33 @@ def test_mobilenet_depthwise_initializers_match_the_keras_archive(tmp_path: Path
             if lay.class_name == "DepthwiseConv2D" and lay.params[0].init is not None
         }
     assert archive_inits == app_inits
+
+
+@pytest.mark.slow
+def test_drawn_application_matches_a_keras_built_one_in_distribution() -> None:
+    """An untrained application is drawn, not built: same layers and initializers as Keras's own build,
+    and each tensor's values from the same distribution (two-sample KS against Keras's draw)."""
+    import keras
+    from scipy import stats as sps
+
+    from reportgen.sources.init_draw import DrawnSource
+    from reportgen.sources.keras_app import describe_layers
+
+    drawn = build_application("MobileNet", None, "MobileNet untrained")
+    assert isinstance(drawn, DrawnSource)
+    keras.utils.set_random_seed(5)
+    built_layers, arrays = describe_layers(keras.applications.MobileNet(weights=None))
+    ours = [(lay.name, p.name, p.shape, p.dtype, p.init) for lay in drawn.layers() for p in lay.params]
+    theirs = [(lay.name, p.name, p.shape, p.dtype, p.init) for lay in built_layers for p in lay.params]
+    assert ours == theirs
+    tested = 0
+    for layer in drawn.layers():
+        for ref in layer.params:
+            mine, keras_values = drawn.read(ref), arrays[ref.key]
+            assert mine.shape == keras_values.shape and mine.dtype == keras_values.dtype
+            if np.ptp(keras_values) == 0:  # a constant initializer: the same constant
+                assert np.array_equal(mine, keras_values)
+            elif ref.size >= 2000:
+                assert sps.ks_2samp(mine.ravel(), keras_values.ravel()).pvalue > 1e-4, ref.key
+                tested += 1
+    assert tested >= 10
