@@ -116,20 +116,24 @@ def pdf_rows() -> None:
 
 
 def other_rows(module: str) -> None:
-    """Print the rows another bench module returns from rows(work): (name, value, target, ok) tuples."""
+    """Print the rows another bench module returns from rows(): (name, value, target, ok) tuples."""
     import importlib
 
     try:
         mod = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        row(f"bench/{module}.py", "not in this checkout" if exc.name == module else f"needs {exc.name}")
+        return
+    try:
         make = getattr(mod, "rows", None)
         if make is None and module == "dask_bench":  # its earlier interface: a JSON line from its main
             d = subprocess_json(["bench/dask_bench.py", "--workdir", str(WORK)])
             row("Dask LocalCluster / local process pool", f"{d['dask/local']:.2f}x", "<= 1.2x", d["dask/local"] <= 1.2)
             return
         if make is None:
-            row(f"bench/{module}.py", "has no rows(work) yet")
+            row(f"bench/{module}.py", "has no rows() yet")
             return
-        for r in make(WORK):
+        for r in make():
             row(*r)
     except Exception as exc:  # one bench failing must not cost the others' rows
         row(f"bench/{module}.py failed", f"{type(exc).__name__}: {str(exc)[:60]}")
