@@ -13,8 +13,8 @@ def main() -> dict[str, float]:
     import scipy.linalg
     from threadpoolctl import threadpool_limits
 
+    from reportgen.init_draw import DrawnSource
     from reportgen.sources.base import InitSpec, TensorRef
-    from reportgen.sources.init_draw import DrawnSource
     from reportgen.spectral import _gram_2d, spectral_metrics
 
     source = DrawnSource(0)

@@ -17,9 +17,9 @@ from typing import Any
 
 from reportgen.analysis import AnalysisOptions, Part, TensorAnalysis, analyze_tensor, merge_parts, wants_spectrum
 from reportgen.errors import ConfigError, SourceError
+from reportgen.init_draw import DrawnSource
 from reportgen.sources.base import InitSpec, LayerInfo, LayerView, TensorRef, WeightSource
 from reportgen.sources.formats import in_memory, reopenable
-from reportgen.sources.init_draw import DrawnSource
 from reportgen.vocab import EXECUTOR_KINDS, ExecutorKind
 
 Kind = ExecutorKind

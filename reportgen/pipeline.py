@@ -104,8 +104,8 @@ def _open_source(
 ) -> tuple[WeightSource, Path | None]:
     """Open the weights source a model entry names, as the file has it; return it with its local path."""
     if entry.config.keras is not None:
+        from reportgen.init_draw import open_application
         from reportgen.sources.hf import resolve_hf
-        from reportgen.sources.keras_app import build_application
 
         weights = entry.weights
         if isinstance(weights, str) and weights.startswith("hf:"):
@@ -113,7 +113,7 @@ def _open_source(
         if isinstance(weights, Path) and not weights.exists():
             raise SourceError(f"{entry.where_weights}: no such file: {weights}")
         try:
-            return build_application(entry.config.keras, weights, entry.name, seed=entry.config.seed), None
+            return open_application(entry.config.keras, weights, entry.name, seed=entry.config.seed), None
         except NetworkError as exc:
             raise NetworkError(f"{entry.where_weights}: {exc}") from None
         except SourceError as exc:

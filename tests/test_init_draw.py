@@ -10,9 +10,9 @@ from scipy import stats as sps
 
 from reportgen.analysis import AnalysisOptions
 from reportgen.executor import DRAWN, Executors, choose_kind, reopen_recipe
+from reportgen.init_draw import DRAW_CHUNK, DrawnSource, drawable
 from reportgen.initializers import distribution
 from reportgen.sources.base import InitSpec, LayerInfo, TensorRef
-from reportgen.sources.init_draw import DRAW_CHUNK, DrawnSource, drawable
 
 
 def _ref(key: str, shape: tuple[int, ...], kind: str, **params: float) -> TensorRef:

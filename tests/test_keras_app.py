@@ -152,10 +152,10 @@ def test_drawn_application_matches_a_keras_built_one_in_distribution() -> None:
     import keras
     from scipy import stats as sps
 
-    from reportgen.sources.init_draw import DrawnSource
+    from reportgen.init_draw import DrawnSource, open_application
     from reportgen.sources.keras_app import describe_layers
 
-    drawn = build_application("MobileNet", None, "MobileNet untrained")
+    drawn = open_application("MobileNet", None, "MobileNet untrained")
     assert isinstance(drawn, DrawnSource)
     keras.utils.set_random_seed(5)
     built_layers, arrays = describe_layers(keras.applications.MobileNet(weights=None))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -14,7 +14,6 @@ import numpy as np
 
 from reportgen.errors import NetworkError, SourceError
 from reportgen.sources.base import LayerInfo, SourceInfo, TensorRef, WeightSource
-from reportgen.sources.init_draw import DrawnSource, drawable
 from reportgen.sources.keras_init import spec_from_keras
 from reportgen.sources.naming import is_buffer
 
@@ -406,13 +405,18 @@ def _unbuilt_layers(factory: Any) -> list[LayerInfo] | None:
     return layers
 
 
-def _draw_application(factory: Any, app: str, seed: int, version: str) -> DrawnSource | None:
+# Given an untrained application's layers (no values) and its description, returns a source that
+# draws its tensors, or None where one of them cannot be drawn.
+Draw = Callable[[list[LayerInfo], SourceInfo], WeightSource | None]
+
+
+def _draw_application(factory: Any, app: str, seed: int, version: str, draw: Draw) -> WeightSource | None:
     """Describe an untrained application whose values are drawn on demand; None to build it with values."""
     try:
         layers = _unbuilt_layers(factory)
     except Exception:  # the full build below reports the failure with its message
         return None
-    if layers is None or any(drawable(p) is None for layer in layers for p in layer.params):
+    if layers is None:
         return None
     info = SourceInfo(
         format="keras-application",
@@ -424,16 +428,16 @@ def _draw_application(factory: Any, app: str, seed: int, version: str) -> DrawnS
         trained=False,
         extra={"keras": version, "application": app},
     )
-    return DrawnSource(seed, info, layers)
+    return draw(layers, info)
 
 
 def build_application(
-    app: str, weights: str | Path | None, model_name: str, seed: int = 0
-) -> InMemorySource | DrawnSource:
+    app: str, weights: str | Path | None, model_name: str, seed: int = 0, draw: Draw | None = None
+) -> WeightSource:
     """Build keras.applications.<app> with random, ImageNet or local weights; read its tensors.
 
-    An untrained application (weights None) is built without values where Keras allows it: its tensors
-    are then drawn on demand from their initializers (DrawnSource), so no copy of the model is held.
+    With draw, an untrained application (weights None) is built without values where Keras allows it
+    and draw makes the source of its tensors, so no copy of the model is held.
     """
     quiet_tensorflow()
     try:
@@ -451,8 +455,8 @@ def build_application(
         raise SourceError(f"model {model_name!r}: weights file {weights} does not exist")
     # A fixed seed makes an untrained model the same in every build, so reports can be compared byte for byte.
     keras.utils.set_random_seed(seed)
-    if weights is None:
-        drawn = _draw_application(factory, app, seed, keras.__version__)
+    if weights is None and draw is not None:
+        drawn = _draw_application(factory, app, seed, keras.__version__, draw)
         if drawn is not None:
             return drawn
     try:

@@ -9,8 +9,10 @@ copied between processes and a tensor larger than memory is never materialised.
 
 from __future__ import annotations
 
+import functools
 import zlib
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 
@@ -109,3 +111,17 @@ class DrawnSource(WeightSource):
         for chunk in self._chunks(ref):
             for start in range(0, chunk.size, max_elems):
                 yield chunk[start : start + max_elems]
+
+
+def drawn_source(seed: int, layers: list[LayerInfo], info: SourceInfo) -> DrawnSource | None:
+    """Return a source drawing the layers' tensors with seed, or None when one of them cannot be drawn."""
+    if any(drawable(p) is None for layer in layers for p in layer.params):
+        return None
+    return DrawnSource(seed, info, layers)
+
+
+def open_application(app: str, weights: str | Path | None, model_name: str, seed: int = 0) -> WeightSource:
+    """Open keras.applications.<app>; an untrained one is drawn from its initializers where every tensor can be."""
+    from reportgen.sources.keras_app import build_application
+
+    return build_application(app, weights, model_name, seed, draw=functools.partial(drawn_source, seed))
