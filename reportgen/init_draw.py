@@ -18,12 +18,13 @@ import numpy as np
 
 from reportgen.initializers import InitDistribution, distribution
 from reportgen.sources.base import LayerInfo, SourceInfo, TensorRef, WeightSource
+from reportgen.sources.formats import FormatName
 
 # Elements per drawn chunk. Each chunk has its own seed (model seed, tensor key, chunk number), so the
 # values do not depend on how a reader asks for them.
 DRAW_CHUNK = 1 << 20
 DRAWN_FAMILIES = ("uniform", "normal", "truncated_normal", "constant")
-FORMAT = "keras-application"
+FORMAT: FormatName = "keras-application"
 
 
 def drawable(ref: TensorRef) -> InitDistribution | None:
