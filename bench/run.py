@@ -115,8 +115,8 @@ def pdf_rows() -> None:
     )
 
 
-def other_rows(module: str) -> None:
-    """Print the rows another bench module returns from rows(): (name, value, target, ok) tuples."""
+def other_rows(module: str, *args: object) -> None:
+    """Print the rows another bench module returns from rows(*args): (name, value, target, ok) tuples."""
     import importlib
 
     try:
@@ -125,18 +125,23 @@ def other_rows(module: str) -> None:
         row(f"bench/{module}.py", "not in this checkout" if exc.name == module else f"needs {exc.name}")
         return
     try:
-        make = getattr(mod, "rows", None)
-        if make is None and module == "dask_bench":  # its earlier interface: a JSON line from its main
-            d = subprocess_json(["bench/dask_bench.py", "--workdir", str(WORK)])
-            row("Dask LocalCluster / local process pool", f"{d['dask/local']:.2f}x", "<= 1.2x", d["dask/local"] <= 1.2)
-            return
-        if make is None:
-            row(f"bench/{module}.py", "has no rows() yet")
-            return
-        for r in make():
+        for r in mod.rows(*args):
             row(*r)
     except Exception as exc:  # one bench failing must not cost the others' rows
         row(f"bench/{module}.py failed", f"{type(exc).__name__}: {str(exc)[:60]}")
+
+
+def checkpoint_rows() -> None:
+    """Targets 3 and 4: the LLM-shaped checkpoint against cat, and Dask against the pool, on one checkpoint."""
+    try:
+        import llm_bench
+
+        folder = llm_bench.checkpoint()
+    except Exception as exc:  # the rows below say what is missing
+        row("LLM-shaped checkpoint", f"not written: {type(exc).__name__}: {str(exc)[:50]}")
+        return
+    other_rows("llm_bench", folder)
+    other_rows("dask_bench", folder)
 
 
 def legacy_rows() -> None:
@@ -229,8 +234,7 @@ def main() -> None:
     if "pdf" in groups:
         pdf_rows()
     if "checkpoint" in groups:
-        other_rows("llm_bench")
-        other_rows("dask_bench")
+        checkpoint_rows()
     if "legacy" in groups:
         legacy_rows()
     print(f"\nbench finished in {time.perf_counter() - t_all:.0f} s")
