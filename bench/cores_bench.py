@@ -36,10 +36,10 @@ def main(config: str, rounds: int = 1) -> dict[str, float]:
     cfg = loaded.config
     options = AnalysisOptions(bins=cfg.bins, spectral=cfg.spectral, spectral_fit=cfg.spectral_fit)
     models = []
-    for i, mc in enumerate(cfg.models):
-        source = open_model(loaded, i, mc)
-        recipe = reopen_recipe(source, loaded.resolve(mc.path) if mc.path else None, mc.init)
-        models.append((mc.name, source, recipe))
+    for entry in loaded.models:
+        source = open_model(entry)
+        # As the pipeline does: workers get each tensor's initializer with its job.
+        models.append((entry.config.name, source, reopen_recipe(source, source.path, None)))
     every = [ModelJobs(s, tuple(s.layers()), r, name) for name, s, r in models]
     out: dict[str, float] = {"w1": 0.0, "w2": 0.0, "big1": 0.0, "big2": 0.0}
     biggest = max(
