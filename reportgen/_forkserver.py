@@ -11,7 +11,7 @@ import signal
 import sys
 
 from reportgen.errors import QUIET_ENV_FLAG
-from reportgen.executor import BUILD_PID_ENV, MP_TEMPDIR_ENV, MP_TEMPDIR_PREFIX, die_with_parent
+from reportgen.processes import BUILD_PID_ENV, MP_TEMPDIR_ENV, MP_TEMPDIR_PREFIX, die_with_parent
 
 _SERVER = os.getpid()
 _FOLDER = os.environ.get(MP_TEMPDIR_ENV)

@@ -302,7 +302,7 @@ def entry() -> None:
     """
     code = main()
     if code == 130:
-        from reportgen.executor import remove_private_mp_tempdir
+        from reportgen.processes import remove_private_mp_tempdir
 
         remove_private_mp_tempdir()  # os._exit skips atexit
         sys.stdout.flush()

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import functools
 import os
-import signal
-import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from contextlib import AbstractContextManager, closing, contextmanager
+from contextlib import AbstractContextManager, closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +16,7 @@ from typing import Any
 from reportgen.analysis import AnalysisOptions, Part, TensorAnalysis, analyze_tensor, merge_parts, wants_spectrum
 from reportgen.errors import ConfigError, SourceError
 from reportgen.init_draw import DrawnSource
+from reportgen.processes import limit_blas, load_blas, private_mp_tempdir, process_init, quiet_start
 from reportgen.sources.base import InitSpec, LayerInfo, LayerView, TensorRef, WeightSource
 from reportgen.sources.formats import in_memory, reopenable
 from reportgen.vocab import EXECUTOR_KINDS, ExecutorKind
@@ -33,12 +32,6 @@ BATCH_ELEMS = 1 << 20  # small tensors share a task until it holds this many val
 BATCH_JOBS = 64
 WORKER_CACHE = 4  # sources a worker keeps open; a build opens one model at a time
 SCHEDULER_TIMEOUT_S = 30
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
-PARENT_POLL_S = 0.5  # where no pidfd exists, how often a worker checks that its parent still runs
-MP_TEMPDIR_ENV = "REPORTGEN_MP_TEMPDIR"  # tells the fork server which folder to remove when it must go
-BUILD_PID_ENV = "REPORTGEN_BUILD_PID"  # lets the fork server notice a build that died before it was ready
-# As short as multiprocessing's own "pymp-": a socket path inside it must stay under 108 bytes.
-MP_TEMPDIR_PREFIX = "rgmp-"
 
 
 @dataclass(frozen=True)
@@ -165,7 +158,6 @@ def run_task(task: Task, source: WeightSource | None = None) -> tuple[TensorAnal
 
 _cache: OrderedDict[tuple[ReopenRecipe, tuple[tuple[int, int], ...]], WeightSource] = OrderedDict()
 _cache_lock = threading.Lock()
-_blas_limited = False
 
 
 def _reopen(recipe: ReopenRecipe) -> WeightSource:
@@ -199,150 +191,9 @@ def _reopen(recipe: ReopenRecipe) -> WeightSource:
         return source
 
 
-def _load_blas() -> None:
-    """Load every BLAS the work calls, so that a thread limit set now covers them all.
-
-    threadpoolctl limits the libraries loaded when it is called; SciPy bundles an OpenBLAS of its own
-    (used by eigvalsh and syrk in spectral.py) that a later import would start with one thread per core.
-    """
-    import scipy.linalg  # noqa: F401
-
-
-def _limit_blas() -> None:
-    """Keep BLAS to one thread in this worker process; the pool already uses every core."""
-    global _blas_limited
-    if not _blas_limited:
-        from threadpoolctl import threadpool_limits
-
-        _load_blas()
-
-        threadpool_limits(limits=1, user_api="blas")
-        _blas_limited = True
-
-
-def _process_init() -> None:
-    # Ctrl-C reaches the whole process group; the parent alone decides what to cancel.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    exit_with_parent()
-    _limit_blas()
-
-
-def exit_with_parent() -> None:
-    """End this worker process as soon as the process that started the pool is gone.
-
-    A worker waits on a queue whose write end it holds itself, so it never sees the parent leave: after
-    a kill -9 of the build it would wait forever, holding the terminal's pipes (`| tee log` would hang).
-    A pidfd becomes readable when the process exits; where there is none, the parent is polled.
-    """
-    import multiprocessing
-
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the fork server's handler, inherited by fork
-    die_with_parent()
-    parent = multiprocessing.parent_process()
-    if parent is None or parent.pid is None:
-        return
-    pid = parent.pid
-    try:
-        fd: int | None = os.pidfd_open(pid)
-    except ProcessLookupError:
-        os._exit(1)
-    except (AttributeError, OSError):
-        fd = None
-
-    def watch() -> None:
-        if fd is not None:
-            import select
-
-            select.select([fd], [], [])
-        else:
-            import time
-
-            while _alive(pid):
-                time.sleep(PARENT_POLL_S)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="reportgen-parent-watch", daemon=True).start()
-
-
-def die_with_parent(signum: int = signal.SIGKILL) -> None:
-    """Ask the kernel to send signum to this process when its parent exits (Linux prctl; elsewhere nothing).
-
-    Unlike a watching thread this needs no GIL, so a worker busy inside a long LAPACK call goes too.
-    """
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-
-    parent = os.getppid()
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0)
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != parent:  # the parent left before the request was in place
-        os._exit(1)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def private_mp_tempdir() -> None:
-    """Give multiprocessing a temporary folder of this build's, which the fork server removes.
-
-    The fork server listens on a socket in that folder. multiprocessing deletes it at a normal exit,
-    but not after kill -9 or os._exit; the fork server, told of its parent's death by the kernel,
-    removes it then (reportgen/_forkserver.py).
-    """
-    import atexit
-    import multiprocessing.process
-    import tempfile
-
-    config = multiprocessing.process.current_process()._config  # type: ignore[attr-defined]
-    if config.get("tempdir"):
-        return
-    path = tempfile.mkdtemp(prefix=MP_TEMPDIR_PREFIX)
-    config["tempdir"] = path
-    os.environ[MP_TEMPDIR_ENV] = path
-    os.environ[BUILD_PID_ENV] = str(os.getpid())
-    atexit.register(remove_private_mp_tempdir)
-
-
-def remove_private_mp_tempdir() -> None:
-    """Remove the folder private_mp_tempdir made (at exit, also on the os._exit path after Ctrl-C)."""
-    import shutil
-
-    path = os.environ.get(MP_TEMPDIR_ENV)
-    if path and os.environ.get(BUILD_PID_ENV) == str(os.getpid()):
-        shutil.rmtree(path, ignore_errors=True)
-
-
-@contextmanager
-def quiet_start() -> Generator[None, None, None]:
-    """Start worker processes with SIGINT blocked, so a Ctrl-C during their start-up is not theirs.
-
-    Ctrl-C goes to the whole process group. A worker still importing when it arrives would print a
-    KeyboardInterrupt traceback before its initializer could ignore the signal; a blocked signal is
-    inherited blocked across fork and exec, and in this process it is delivered when unblocked.
-    """
-    if not hasattr(signal, "pthread_sigmask"):
-        yield
-        return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-
-
 def run_remote(task: Task) -> tuple[TensorAnalysis, ...] | Failure:
     """Analyse a task in a worker process, reopening its source there."""
-    _limit_blas()
+    limit_blas()
     return run_task(task)
 
 
@@ -363,7 +214,7 @@ class Backend:
 def _single_blas() -> AbstractContextManager[object]:
     from threadpoolctl import threadpool_limits
 
-    _load_blas()
+    load_blas()
 
     # Every back end computes with one BLAS thread, so the numbers match whichever ran them.
     return threadpool_limits(limits=1, user_api="blas")
@@ -423,7 +274,7 @@ class ProcessBackend(Backend):
             # The fork server is a child of this process; its preload makes it (and so, in turn, the
             # workers it forks) exit when this process dies, even by kill -9.
             ctx.set_forkserver_preload(["reportgen.executor", "reportgen._forkserver"])
-        self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_process_init)
+        self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=process_init)
 
     def run(self, tasks: list[Task], source: WeightSource) -> Generator[tuple[Task, Any], None, None]:
         """Yield results as the worker processes finish them."""
@@ -665,10 +516,7 @@ __all__ = [
     "ReopenRecipe",
     "Task",
     "choose_kind",
-    "die_with_parent",
-    "exit_with_parent",
     "make_tasks",
-    "quiet_start",
     "reopen_recipe",
     "run_remote",
     "run_task",

@@ -454,7 +454,7 @@ def _init_worker(report: ReportModel) -> None:
     """Keep the report in a figure worker; Ctrl-C is the parent's to handle."""
     import signal
 
-    from reportgen.executor import exit_with_parent
+    from reportgen.processes import exit_with_parent
 
     global _worker_report
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -482,7 +482,7 @@ def draw_all(report: ReportModel, jobs: tuple[FigureSpec, ...], workers: int = 1
         ctx = multiprocessing.get_context("spawn")
         n = min(workers, len(jobs))
         try:
-            from reportgen.executor import quiet_start
+            from reportgen.processes import quiet_start
 
             with ProcessPoolExecutor(n, mp_context=ctx, initializer=_init_worker, initargs=(report,)) as pool:
                 with quiet_start():  # map() submits every job, which starts the workers

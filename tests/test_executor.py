@@ -281,8 +281,8 @@ def test_workers_run_every_blas_single_threaded() -> None:
     import sys
 
     probe = (
-        "from reportgen import executor\n"
-        "executor._process_init()\n"
+        "from reportgen import processes\n"
+        "processes.process_init()\n"
         "from scipy.linalg.blas import ssyrk\n"
         "from threadpoolctl import threadpool_info\n"
         "blas = [i for i in threadpool_info() if i['user_api'] == 'blas']\n"
