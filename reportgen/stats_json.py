@@ -22,7 +22,7 @@ from pydantic import (
 )
 
 from reportgen.errors import SourceError
-from reportgen.vocab import Severity, SpectralFit, Status
+from reportgen.vocab import Role, Severity, SpectralFit, Status
 
 if TYPE_CHECKING:
     from reportgen.analysis import TensorAnalysis
@@ -32,20 +32,6 @@ if TYPE_CHECKING:
 CURRENT_VERSION: Final = "1.0"
 # Versions this reader understands; older ones are upgraded on load.
 READABLE_VERSIONS = ("0.9", "1.0")
-
-Role = Literal[
-    "kernel",
-    "bias",
-    "gamma",
-    "beta",
-    "moving_mean",
-    "moving_variance",
-    "embedding",
-    "recurrent_kernel",
-    "depthwise_kernel",
-    "pointwise_kernel",
-    "other",
-]
 
 
 def _finite(value: Any) -> Any:

@@ -1,4 +1,4 @@
-"""The closed sets every stage shares: verdict statuses and their words, severities, output formats, executors, fits.
+"""The closed sets every stage shares: tensor roles, verdict statuses and their words, severities, outputs, fits.
 
 Each set is one Literal; the tuple of its values comes from the Literal, so a value added in one
 place is known everywhere. Layer kinds live in layer_kinds.py, weight formats in sources/formats.py.
@@ -8,6 +8,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal, get_args
+
+# Canonical parameter roles; every source maps its own names onto these.
+Role = Literal[
+    "kernel",
+    "bias",
+    "gamma",
+    "beta",
+    "moving_mean",
+    "moving_variance",
+    "embedding",
+    "recurrent_kernel",
+    "depthwise_kernel",
+    "pointwise_kernel",
+    "other",
+]
+ROLES: tuple[Role, ...] = get_args(Role)
 
 Status = Literal["at_init", "moved", "unknown_init", "no_weights"]
 STATUSES: tuple[Status, ...] = get_args(Status)

@@ -172,12 +172,3 @@ def test_written_document_reads_back_as_the_same_typed_objects(tmp_path: Path) -
     assert odd.params[0].stats is not None and odd.params[0].stats.nonfinite == 4
     assert odd.params[0].stats.mean is None  # NaN in the report model, null in the file, None when read
     assert '"mean": null' in text and ": NaN" not in text and "Infinity" not in text
-
-
-def test_roles_in_the_document_are_the_sources_roles() -> None:
-    from typing import get_args
-
-    from reportgen.sources.base import ROLES
-    from reportgen.stats_json import Role
-
-    assert set(get_args(Role)) == set(ROLES)

@@ -13,21 +13,6 @@ import numpy as np
 
 from reportgen.sources.formats import FormatName
 
-# Canonical parameter roles. Sources map their own names onto these.
-ROLES = (
-    "kernel",
-    "bias",
-    "gamma",
-    "beta",
-    "moving_mean",
-    "moving_variance",
-    "embedding",
-    "recurrent_kernel",
-    "depthwise_kernel",
-    "pointwise_kernel",
-    "other",
-)
-
 # Chunk size used when a tensor is streamed: 1 Mi elements keeps float64 scratch at 8 MiB.
 DEFAULT_CHUNK_ELEMS = 1 << 20
 
@@ -54,7 +39,7 @@ class TensorRef:
 
     key: str  # address inside the source (HDF5 path, safetensors name, ...); unique per source
     name: str  # parameter name within the layer: kernel, bias, weight, gamma, ...
-    role: str  # one of ROLES
+    role: str  # one of vocab.ROLES
     shape: tuple[int, ...]
     dtype: str  # numpy-style name: float32, float16, bfloat16, float8_e4m3fn, int8, bool, ...
     init: InitSpec | None = None

@@ -40,7 +40,7 @@ _CONTAINERS = ("Sequential", "Functional", "Model")
 
 def role_of(name: str) -> str:
     """Map a Keras variable name onto a canonical role."""
-    from reportgen.sources.base import ROLES
+    from reportgen.vocab import ROLES
 
     base = name.rsplit("/", 1)[-1].split(":")[0]
     base = _ROLE_OF.get(base, base)

@@ -7,7 +7,8 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from reportgen.sources.base import ROLES, LayerInfo, TensorRef
+from reportgen.sources.base import LayerInfo, TensorRef
+from reportgen.vocab import ROLES
 
 # Parameter names whose role does not depend on the layer around them.
 _FIXED_ROLES = {
