@@ -186,6 +186,7 @@ def test_build_uses_the_resolved_entries(tmp_path: Path, monkeypatch: pytest.Mon
     assert report.models[0].init_statement and "pytorch_default" in report.models[0].init_statement
 
 
+@pytest.mark.slow  # over 1.5 s
 def test_missing_packages_of_several_models_are_named_at_once(tmp_path: Path) -> None:
     text = (
         "title: t\nmodels:\n"

@@ -269,6 +269,7 @@ def test_download_fetches_only_the_preferred_weights(tmp_path: Path) -> None:
     assert not isinstance(err.value, NetworkError)
 
 
+@pytest.mark.slow  # over 1.5 s
 def test_inspect_takes_hf_and_pkg_paths(cache: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """`reportgen inspect` resolves hf: and pkg: as a config does; a wrong one is one line and its exit code."""
     from reportgen.cli import main

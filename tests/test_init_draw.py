@@ -35,6 +35,7 @@ def _model() -> tuple[DrawnSource, list[LayerInfo]]:
     return DrawnSource(7, layers=layers), layers
 
 
+@pytest.mark.slow  # over 1.5 s
 def test_values_follow_the_initializer_exactly_in_distribution() -> None:
     source, layers = _model()
     for layer in layers:
@@ -94,6 +95,7 @@ def test_orthogonal_and_integer_tensors_are_not_drawn() -> None:
     assert drawable(_ref("d/kernel", (4, 4), "glorot_uniform")) is not None
 
 
+@pytest.mark.slow  # over 1.5 s
 def test_workers_draw_the_same_numbers_as_this_process() -> None:
     source, layers = _model()
     recipe = reopen_recipe(source, None, None)
@@ -109,6 +111,7 @@ def test_workers_draw_the_same_numbers_as_this_process() -> None:
         assert repr(inline[key]) == repr(pooled[key])
 
 
+@pytest.mark.slow  # over 1.5 s
 def test_a_large_tensor_is_split_into_values_and_spectrum_with_the_same_numbers() -> None:
     from reportgen.analysis import analyze_tensor
     from reportgen.executor import make_tasks
@@ -156,6 +159,7 @@ def test_a_keras_lstm_bias_is_drawn_with_ones_on_the_forget_gate() -> None:
     assert values.tolist() == [0.0] * 5 + [1.0] * 5 + [0.0] * 10
 
 
+@pytest.mark.slow  # over 1.5 s
 def test_models_sharing_one_queue_get_the_numbers_each_gets_alone() -> None:
     """Two reopenable models in one worker queue: each model's analyses are those of its own inline run."""
     from reportgen.executor import ModelJobs
