@@ -14,6 +14,7 @@ import numpy as np
 
 from reportgen.errors import NetworkError, SourceError
 from reportgen.sources.base import LayerInfo, SourceInfo, TensorRef, WeightSource
+from reportgen.sources.keras_config import initializer_key
 from reportgen.sources.keras_init import spec_from_keras
 from reportgen.sources.naming import is_buffer
 
@@ -29,19 +30,6 @@ _ROLE = {
     "recurrent_kernel": "recurrent_kernel",
     "depthwise_kernel": "depthwise_kernel",
     "pointwise_kernel": "pointwise_kernel",
-}
-_INIT_KEY = {
-    "kernel": "kernel_initializer",
-    "bias": "bias_initializer",
-    "gamma": "gamma_initializer",
-    "beta": "beta_initializer",
-    "moving_mean": "moving_mean_initializer",
-    "moving_variance": "moving_variance_initializer",
-    "embeddings": "embeddings_initializer",
-    "recurrent_kernel": "recurrent_initializer",
-    "alpha": "alpha_initializer",
-    "depthwise_kernel": "depthwise_initializer",
-    "pointwise_kernel": "pointwise_initializer",
 }
 # Keras 3 names a depthwise convolution's one kernel 'kernel' but files its initializer under this key.
 _DEPTHWISE_CLASSES = ("DepthwiseConv1D", "DepthwiseConv2D")
@@ -276,7 +264,7 @@ def describe_layers(model: Any, values: bool = True) -> tuple[list[LayerInfo], d
             else:
                 shape, dtype = tuple(int(d) for d in var.shape), str(np.dtype(var.dtype))
             role = _ROLE.get(short, "other")
-            init_key = "depthwise_initializer" if depthwise and short == "kernel" else _INIT_KEY.get(short, "")
+            init_key = "depthwise_initializer" if depthwise and short == "kernel" else initializer_key(short)
             params.append(
                 TensorRef(
                     key=key,

@@ -113,8 +113,13 @@ def layer_attrs(config: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
     return tuple((k, _hashable(config[k])) for k in _ATTR_KEYS if k in config)
 
 
+def initializer_key(name: str) -> str:
+    """Return the layer config key of a Keras variable's initializer (kernel -> kernel_initializer)."""
+    return _INIT_KEY.get(name, f"{name}_initializer")
+
+
 def _init_for(name: str, config: dict[str, Any]) -> Any:
-    key = _INIT_KEY.get(name, f"{name}_initializer")
+    key = initializer_key(name)
     return spec_from_keras(config.get(key)) if key in config else None
 
 
